@@ -1,0 +1,39 @@
+{
+  "targets": [
+    {
+      "target_name": "multiproc",
+      "sources": [
+        "native/addon.cc",
+        "native/errors.cc",
+        "native/fork.cc",
+        "native/wait.cc",
+
+        "native/shm.cc",
+        "native/futex.cc",
+
+        "native/sem.cc",
+        "native/pipe.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags": ["-Wall", "-Wextra", "-Werror"],
+      "cflags_cc": ["-std=gnu++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"],
+      "conditions": [
+        ["OS=='linux'", { "libraries": ["-lpthread", "-lrt"] }],
+        ["OS=='mac'", {
+          "xcode_settings": {
+            "GCC_ENABLE_CPP_EXCEPTIONS": "NO",
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
+            "MACOSX_DEPLOYMENT_TARGET": "11.0",
+            "OTHER_CFLAGS": ["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"]
+          }
+        }],
+        ["OS=='win'", {
+          "msvs_settings": { "VCCLCompilerTool": { "ExceptionHandling": 0, "AdditionalOptions": ["/std:c++20"] } }
+        }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,2 @@
+// multiproc/posix: the raw OS layer, with C semantics.
+export {};

@@ -1,0 +1,2 @@
+// multiproc/subprocess: Python's subprocess.run / Popen over child_process.
+export {};

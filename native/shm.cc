@@ -1,0 +1,8 @@
+// Placeholder: filled in by its issue.
+#include "addon.h"
+
+namespace mp {
+
+void InitShm(Napi::Env env, Napi::Object exports) {}
+
+}  // namespace mp
