@@ -109,6 +109,20 @@ export function afterForkInChild(parentPid: number): void {
 
 // ---- Process children
 
+function clearAsyncIdStack(): void {
+  // process.binding('async_wrap') is the only way to reach it; silence its deprecation notice.
+  const quiet = process.noDeprecation;
+  process.noDeprecation = true;
+  try {
+    const binding = (process as unknown as { binding(name: string): { clearAsyncIdStack?: () => void } }).binding(
+      'async_wrap',
+    );
+    binding.clearAsyncIdStack?.();
+  } finally {
+    process.noDeprecation = quiet;
+  }
+}
+
 const PARENT_EVENTS = [
   'exit',
   'beforeExit',
@@ -188,6 +202,9 @@ export function detachChild(keepFds: number[], child: ChildRun): never {
     }
     process.exit();
   };
+  // The unwinding skips the async-context pops of the callbacks on the stack (a timer's, an HTTP
+  // request's): Node would then find its async-id stack corrupted and abort. Start it empty.
+  clearAsyncIdStack();
   native.childDetach(keepFds, bootstrap, onIdle);
   // V8 was asked to terminate: this loop's first back-edge check unwinds the whole stack.
   for (;;) {
