@@ -102,7 +102,7 @@ export function afterForkInChild(parentPid: number): void {
   const emit = process.emit;
   process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]): boolean {
     const r = (emit as (e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
-    if (event === 'exit') native.exit(typeof process.exitCode === 'number' ? process.exitCode : Number(args[0] ?? 0));
+    if (event === 'exit') native.exit(process.exitCode === undefined ? Number(args[0] ?? 0) : exitCodeNow());
     return r;
   } as typeof process.emit;
 }
@@ -163,28 +163,41 @@ function cutIpcChannel(): void {
   process.disconnect = noop;
 }
 
-export interface ChildRun {
-  /** Runs the target; its promise settles when the target is done. */
-  run(): Promise<void>;
-  /** Called first on the child's fresh stack (library state for the new process). */
-  init(): void;
+function exitCodeNow(): number {
+  const c = process.exitCode;
+  return typeof c === 'number' ? c : typeof c === 'string' && c !== '' ? Number(c) : 0;
+}
+
+/**
+ * Node's process.exit, restated for the child: test frameworks replace process.exit in their
+ * workers (vitest makes it throw), and a child is not the test runner. 'exit' listeners run, then
+ * _exit (the emit wrapper from afterForkInChild).
+ */
+function exitChild(code?: number | string | null): never {
+  if (code !== undefined && code !== null) process.exitCode = code;
+  const p = process as { _exiting?: boolean };
+  if (!p._exiting) {
+    p._exiting = true;
+    process.emit('exit', exitCodeNow());
+  }
+  return native.exit(exitCodeNow());
 }
 
 /**
  * In a Process child right after fork(): never returns. The parent's JS stack unwinds (V8
- * terminate), then `child.init()` and `child.run()` run on the next loop turn; the child exits
- * with the target's outcome once nothing it started is pending.
+ * terminate), then `run()` (which runs the target and reports its errors) starts on the next
+ * loop turn; the child exits once it has settled and nothing the child started is pending.
  */
-export function detachChild(keepFds: number[], child: ChildRun): never {
+export function detachChild(keepFds: number[], run: () => Promise<void>): never {
   owner = {};
   childTimers = new Set();
   let settled = false;
   const bootstrap = (): void => {
     dropParentListeners();
     cutIpcChannel();
+    process.exit = exitChild as typeof process.exit;
     process.exitCode = undefined;
-    child.init();
-    child.run().then(
+    run().then(
       () => {
         settled = true;
       },
@@ -197,7 +210,7 @@ export function detachChild(keepFds: number[], child: ChildRun): never {
   const onIdle = (phase: number): boolean => {
     if (!settled || childTimersAlive()) return false;
     if (phase === 0) {
-      process.emit('beforeExit', typeof process.exitCode === 'number' ? process.exitCode : 0);
+      process.emit('beforeExit', exitCodeNow());
       return true;
     }
     process.exit();

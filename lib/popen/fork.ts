@@ -18,7 +18,7 @@ export function havePidfd(): boolean {
   return pidfdSupport;
 }
 
-/** Sockets and servers among the target's arguments (also inside arrays): they stay live in the child. */
+/** Sockets and servers among the target's arguments (also inside arrays): they stay usable in the child. */
 export function passedHandles(args: readonly unknown[]): Array<net.Socket | net.Server> {
   const out: Array<net.Socket | net.Server> = [];
   const visit = (v: unknown, depth: number): void => {
@@ -61,12 +61,10 @@ export class ForkPopen implements Popen {
         native.close(parentFd);
         parentFd = -1;
       }
-      detachChild(keepFds, {
-        init: () => {
-          for (const h of handles) h.ref();
-        },
-        run: () => proc.bootstrapChild(parentFd, parentPid),
-      });
+      // Passed sockets stay readable/writable but, like everything inherited, do not keep the
+      // child alive by themselves: the target's own lifetime decides (as in CPython), plus any
+      // request (a write) still in flight on them.
+      detachChild(keepFds, () => proc.bootstrapChild(parentFd, parentPid));
     }
     this.pid = pid;
     if (pipe !== null) {
