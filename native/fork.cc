@@ -295,6 +295,13 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   }
   // ---- child: only this thread exists. No JS has run yet.
   if (st->queueLocated) RepairPlatformQueue(st->queue);
+  // libuv's thread pool re-creates itself in the child, but not this loop's completion queue:
+  // a pool thread may have held wq_mutex at fork (the child's first completion would deadlock),
+  // and work the parent's pool finished but the parent has not delivered yet sits in loop->wq
+  // (the child would run the parent's callbacks at its first own completion). Both reset:
+  // like work still in flight, the parent's finished work never completes in the child.
+  uv_mutex_init(&loop->wq_mutex);
+  loop->wq.next = loop->wq.prev = &loop->wq;
   if (int r = uv_loop_fork(loop)) {
     fprintf(stderr, "multiproc: uv_loop_fork failed in the forked child: %s\n", uv_strerror(r));
     _exit(70);
@@ -426,14 +433,6 @@ static void OnPrepare(uv_prepare_t* h) {
     w->started = true;
     v8::Isolate* isolate = v8::Isolate::GetCurrent();
     isolate->RemoveMicrotasksCompletedCallback(OnMicrotasksCompleted, w);
-    {
-      // Microtasks the parent queued before forking are still in V8's queue. Running them under
-      // a termination request makes V8 drop the whole queue; then the request is withdrawn.
-      v8::HandleScope hs(isolate);
-      isolate->TerminateExecution();
-      isolate->PerformMicrotaskCheckpoint();
-      isolate->CancelTerminateExecution();
-    }
     CallJs(w, w->bootstrap, 0, nullptr);
     if (w->retired) return;
     // Fall through: a synchronous target is already done, and nothing may wake the loop again.
@@ -534,6 +533,11 @@ static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   isolate->AddMicrotasksCompletedCallback(OnMicrotasksCompleted, w);
   isolate->TerminateExecution();
+  // Promise reactions the parent queued before forking would run in the child as soon as the
+  // stack is unwound. Running the queue now, under the termination request, makes V8 drop it
+  // whole (a no-op when we are inside a microtask: V8 then drops the rest itself). The request
+  // stays pending and unwinds the caller's stack on return.
+  isolate->PerformMicrotaskCheckpoint();
   return env.Undefined();
 }
 

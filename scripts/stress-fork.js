@@ -8,6 +8,7 @@
 //
 //   npm run stress:fork                 (1,000 forks)
 //   node --single-threaded scripts/stress-fork.js --short   (CI: < 60 s)
+//   ... --only=fsops                    (one parent state)
 const { execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
@@ -21,6 +22,8 @@ const zlib = require('node:zlib');
 const { Process, isForkSafe } = require('../dist/index.js');
 
 const SHORT = process.argv.includes('--short');
+// --only=idle|fsops|alloc runs one parent state (to chase a failure)
+const ONLY = (process.argv.find((a) => a.startsWith('--only=')) ?? '').slice(7);
 const CHILD_TIMEOUT_MS = 60_000;
 // forks per parent state, split evenly between sequential and 4-at-a-time
 const PLAN = SHORT
@@ -266,7 +269,7 @@ async function main() {
   const refs = [];
   for (let s = 0; s < 4; s++) refs.push((await work(s)).h);
   const all = [];
-  for (const { state, forks } of PLAN) {
+  for (const { state, forks } of PLAN.filter((p) => ONLY === '' || p.state === ONLY)) {
     if (state === 'fsops') startFsOps(64);
     if (state === 'alloc') {
       buildBigHeap();

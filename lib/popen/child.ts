@@ -5,6 +5,7 @@
 // quiet and the parent's JS stack unwinds, then the target runs from a fresh stack and the child
 // exits when the target is done and nothing it started is left (DESIGN.md, "What a forked child
 // inherits").
+import { createHook, executionAsyncResource, type AsyncHook } from 'node:async_hooks';
 import * as fs from 'node:fs';
 
 import { native } from '../native';
@@ -109,20 +110,6 @@ export function afterForkInChild(parentPid: number): void {
 
 // ---- Process children
 
-function clearAsyncIdStack(): void {
-  // process.binding('async_wrap') is the only way to reach it; silence its deprecation notice.
-  const quiet = process.noDeprecation;
-  process.noDeprecation = true;
-  try {
-    const binding = (process as unknown as { binding(name: string): { clearAsyncIdStack?: () => void } }).binding(
-      'async_wrap',
-    );
-    binding.clearAsyncIdStack?.();
-  } finally {
-    process.noDeprecation = quiet;
-  }
-}
-
 const PARENT_EVENTS = [
   'exit',
   'beforeExit',
@@ -140,6 +127,40 @@ function dropParentListeners(): void {
     if (typeof ev !== 'string') continue;
     if (PARENT_EVENTS.includes(ev) || /^SIG[A-Z0-9]+$/.test(ev)) process.removeAllListeners(ev);
   }
+}
+
+interface AsyncWrapBinding {
+  clearAsyncIdStack(): void;
+  async_id_fields: Float64Array;
+  constants: { kAsyncIdCounter: number };
+}
+
+function asyncWrap(): AsyncWrapBinding {
+  // process.binding('async_wrap') is the only way to reach these; silence its deprecation notice.
+  const quiet = process.noDeprecation;
+  process.noDeprecation = true;
+  try {
+    return (process as unknown as { binding(name: string): AsyncWrapBinding }).binding('async_wrap');
+  } finally {
+    process.noDeprecation = quiet;
+  }
+}
+
+/**
+ * process.nextTick callbacks the parent queued before forking would run in the child right after
+ * the unwinding (Node drains them when the interrupted callback's scope closes). Every tick has
+ * an async id, and ids only grow: those at or below the counter at fork are the parent's. Until
+ * the bootstrap starts, a `before` hook turns those into no-ops (processTicksAndRejections reads
+ * `tock.callback` after the hook). Enabled only in that window, so it costs nothing afterwards.
+ */
+function muteParentTicks(lastParentId: number): AsyncHook {
+  return createHook({
+    before(asyncId) {
+      if (asyncId > lastParentId) return;
+      const r = executionAsyncResource() as { callback?: unknown; args?: unknown } | undefined;
+      if (r !== undefined && typeof r.callback === 'function' && 'args' in r) r.callback = noop;
+    },
+  }).enable();
 }
 
 /**
@@ -192,7 +213,10 @@ export function detachChild(keepFds: number[], run: () => Promise<void>): never 
   owner = {};
   childTimers = new Set();
   let settled = false;
+  const aw = asyncWrap();
+  const ticks = muteParentTicks(aw.async_id_fields[aw.constants.kAsyncIdCounter]);
   const bootstrap = (): void => {
+    ticks.disable();
     dropParentListeners();
     cutIpcChannel();
     process.exit = exitChild as typeof process.exit;
@@ -217,7 +241,7 @@ export function detachChild(keepFds: number[], run: () => Promise<void>): never 
   };
   // The unwinding skips the async-context pops of the callbacks on the stack (a timer's, an HTTP
   // request's): Node would then find its async-id stack corrupted and abort. Start it empty.
-  clearAsyncIdStack();
+  aw.clearAsyncIdStack();
   native.childDetach(keepFds, bootstrap, onIdle);
   // V8 was asked to terminate: this loop's first back-edge check unwinds the whole stack.
   for (;;) {
