@@ -294,10 +294,24 @@ export class ParentProcess {
 
   /** Waits until the parent has ended, at most `timeout` ms. */
   async join(timeout?: number): Promise<void> {
-    const deadline = timeout === undefined ? Infinity : Date.now() + Math.max(0, timeout);
+    if (!this.isAlive()) return;
+    const ms = timeout === undefined ? undefined : Math.max(0, timeout);
+    if (this.#sentinel >= 0) {
+      await new Promise<void>((resolve) => {
+        let timer: NodeJS.Timeout | undefined;
+        const watch = new native.FdWatch(this.#sentinel, () => done());
+        const done = (): void => {
+          watch.close();
+          if (timer !== undefined) clearTimeout(timer);
+          resolve();
+        };
+        if (ms !== undefined) timer = setTimeout(done, ms);
+      });
+      return;
+    }
+    const deadline = ms === undefined ? Infinity : Date.now() + ms;
     while (this.isAlive() && Date.now() < deadline) {
-      const step = Math.min(50, deadline - Date.now());
-      await new Promise((r) => setTimeout(r, Math.max(1, step)));
+      await new Promise((r) => setTimeout(r, Math.max(1, Math.min(50, deadline - Date.now()))));
     }
   }
 

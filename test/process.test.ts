@@ -232,6 +232,37 @@ describe('Process (fork start method)', () => {
     expect(lines).toEqual(['codes 11,12', `${p.name}:1 ppid=true`, `${p.name}:2 ppid=true`].sort());
   });
 
+  it('parentProcess() in a child: alive while the parent runs, join resolves when it ends', async () => {
+    const out = pipe();
+    const middle = track(
+      new Process({
+        target: async () => {
+          const g = new Process({
+            target: async () => {
+              const alive = parentProcess()!.isAlive();
+              const t0 = Date.now();
+              await parentProcess()!.join(10_000);
+              fs.writeSync(out.w, `${alive} ${parentProcess()!.isAlive()} ${Date.now() - t0}\n`);
+            },
+          });
+          g.start();
+          fs.writeSync(out.w, `${g.pid}\n`);
+          await sleep(200);
+          posix.exit(0); // skip the exit function: the grandchild outlives its parent
+        },
+      }),
+    );
+    middle.start();
+    await middle.join(10_000);
+    expect(middle.exitCode).toBe(0);
+    // EOF once the grandchild has ended too (it holds the write end)
+    const [gc, result] = out.read().trim().split('\n');
+    const [aliveBefore, aliveAfter, waited] = result.split(' ');
+    expect([aliveBefore, aliveAfter]).toEqual(['true', 'false']);
+    expect(Number(waited)).toBeGreaterThan(100);
+    expect(await waitUntil(() => isDead(Number(gc)), 5000)).toBe(true);
+  });
+
   it('a child of an HTTP server with an interval serves nothing, fires nothing, and exits when done', async () => {
     const log = pipe();
     const server = http.createServer((req, res) => {
