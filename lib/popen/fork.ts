@@ -1,5 +1,22 @@
 // The 'fork' start method: this process forks itself and the child runs the target from the
 // copied heap (closures and all). CPython's popen_fork.Popen.
+//
+// start() forks synchronously (the pid is known at once, as in Python). In the child, returning
+// from start() would run the rest of the parent's program, so the child never returns: native
+// childDetach() quiets the inherited event loop and has V8 terminate, which unwinds the parent's
+// whole JS stack without running any catch/finally; the target then runs from a fresh stack on
+// the next loop turn (popen/child.ts, native/fork.cc). Verified entry points: top-level CommonJS
+// main, top-level ESM (with top-level await), inside an async function after an await (fork in a
+// microtask), inside a setTimeout callback, inside an HTTP request handler, inside a vitest test,
+// and inside a child's target (grandchildren).
+//
+// What the child does not see of the parent: its servers and sockets (watchers disarmed: never
+// read or accepted on), timers and immediates (ownership guards), pending process.nextTick
+// callbacks and promise reactions (dropped), signal / 'exit' / error listeners (removed), the
+// IPC channel of a child_process parent (cut), stdin (/dev/null), in-flight and finished-but-
+// undelivered thread-pool work. Known gaps: timers created before this library was loaded
+// (run programs with `npx multiproc`, which preloads it); close callbacks of handles the parent
+// was closing at the moment of the fork; bytes the parent had queued on a full stdout pipe.
 import * as net from 'node:net';
 
 import { assertForkSafe } from '../forksafe';
