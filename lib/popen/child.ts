@@ -135,12 +135,15 @@ interface AsyncWrapBinding {
   constants: { kAsyncIdCounter: number };
 }
 
+let asyncWrapBinding: AsyncWrapBinding | undefined;
 function asyncWrap(): AsyncWrapBinding {
+  if (asyncWrapBinding !== undefined) return asyncWrapBinding;
   // process.binding('async_wrap') is the only way to reach these; silence its deprecation notice.
   const quiet = process.noDeprecation;
   process.noDeprecation = true;
   try {
-    return (process as unknown as { binding(name: string): AsyncWrapBinding }).binding('async_wrap');
+    asyncWrapBinding = (process as unknown as { binding(name: string): AsyncWrapBinding }).binding('async_wrap');
+    return asyncWrapBinding;
   } finally {
     process.noDeprecation = quiet;
   }
@@ -153,14 +156,19 @@ function asyncWrap(): AsyncWrapBinding {
  * the bootstrap starts, a `before` hook turns those into no-ops (processTicksAndRejections reads
  * `tock.callback` after the hook). Enabled only in that window, so it costs nothing afterwards.
  */
+let lastParentTickId = 0;
+let tickMuter: AsyncHook | undefined;
 function muteParentTicks(lastParentId: number): AsyncHook {
-  return createHook({
+  lastParentTickId = lastParentId;
+  // Created once (in the parent, at first fork) so that the child only flips it on.
+  tickMuter ??= createHook({
     before(asyncId) {
-      if (asyncId > lastParentId) return;
+      if (asyncId > lastParentTickId) return;
       const r = executionAsyncResource() as { callback?: unknown; args?: unknown } | undefined;
       if (r !== undefined && typeof r.callback === 'function' && 'args' in r) r.callback = noop;
     },
-  }).enable();
+  });
+  return tickMuter.enable();
 }
 
 /**
@@ -202,6 +210,12 @@ function exitChild(code?: number | string | null): never {
     process.emit('exit', exitCodeNow());
   }
   return native.exit(exitCodeNow());
+}
+
+/** In the parent, before forking: what the child will need, made ready while it is cheap. */
+export function prepareChildSupport(): void {
+  asyncWrap();
+  muteParentTicks(0).disable();
 }
 
 /**

@@ -21,7 +21,7 @@ import * as net from 'node:net';
 
 import { assertForkSafe } from '../forksafe';
 import { native, type FdWatchHandle } from '../native';
-import { afterForkInChild, detachChild } from './child';
+import { afterForkInChild, detachChild, prepareChildSupport } from './child';
 import type { Popen, ProcessObject } from './types';
 
 let pidfdSupport: boolean | undefined;
@@ -65,6 +65,7 @@ export class ForkPopen implements Popen {
     const handles = passedHandles(proc.args);
     const keepFds = handles.map(handleFd).filter((fd) => fd >= 0);
     const parentPid = native.getpid();
+    prepareChildSupport();
     // Without pidfds: a pipe whose write end only the child holds; EOF means it ended.
     const pipe = havePidfd() ? null : native.pipe();
     const pid = native.fork(proc.daemon);
