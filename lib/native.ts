@@ -37,6 +37,8 @@ export interface NativeFork {
   fork(deathSignal: boolean): number;
   /** Process children only: quiet the inherited loop, schedule `bootstrap`, unwind the JS stack. */
   childDetach(keepFds: number[], bootstrap: () => void, onIdle: (phase: number) => boolean): void;
+  /** uv_loop_alive(): whether Node would keep running after 'beforeExit'. */
+  loopAlive(): boolean;
   getpid(): number;
   getppid(): number;
   setsid(): number;

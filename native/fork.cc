@@ -543,6 +543,13 @@ static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------- small process calls
 
+// loopAlive() -> uv_loop_alive: does the loop still have work (as Node decides at 'beforeExit')?
+static Napi::Value LoopAlive(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(info.Env(), &loop);
+  return Napi::Boolean::New(info.Env(), loop != nullptr && uv_loop_alive(loop) != 0);
+}
+
 static Napi::Value GetPid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getpid()); }
 static Napi::Value GetPpid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getppid()); }
 
@@ -563,6 +570,7 @@ void InitFork(Napi::Env env, Napi::Object exports) {
   exports.Set("forkProbe", Napi::Function::New(env, Probe, "forkProbe"));
   exports.Set("fork", Napi::Function::New(env, Fork, "fork"));
   exports.Set("childDetach", Napi::Function::New(env, ChildDetach, "childDetach"));
+  exports.Set("loopAlive", Napi::Function::New(env, LoopAlive, "loopAlive"));
   exports.Set("getpid", Napi::Function::New(env, GetPid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, GetPpid, "getppid"));
   exports.Set("setsid", Napi::Function::New(env, SetSid, "setsid"));

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import * as posix from '../lib/posix';
-import { cleanupChildren, pipe, trackPid } from './fixtures/children';
+import { cleanupChildren, pipe, runFixture, trackPid } from './fixtures/children';
 
 afterEach(cleanupChildren);
 
@@ -194,5 +194,11 @@ describe('multiproc/posix', () => {
       if (!dead) await new Promise((r) => setTimeout(r, 10));
     }
     expect(dead).toBe(true);
+  });
+
+  it('a raw child whose loop runs dry exits like Node: exit listeners, process.exitCode', async () => {
+    const r = await runFixture('raw-natural-exit.js');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('child timer\nchild exit 4\nparent saw 4\n');
   });
 });

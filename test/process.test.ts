@@ -144,6 +144,41 @@ describe('Process (fork start method)', () => {
     expect(out.read()).toBe('exit handler 7');
   });
 
+  it('an uncaught error after the target returned still ends the child with 1', async () => {
+    const err = pipe();
+    const p = track(
+      new Process({
+        target: () => {
+          posix.dup2(err.w, 2);
+          setTimeout(() => {
+            throw new Error('late failure');
+          }, 10);
+        },
+      }),
+    );
+    p.start();
+    await p.join(10_000);
+    expect(p.exitCode).toBe(1);
+    expect(err.read()).toContain('Error: late failure');
+  });
+
+  it("never reads or writes the test runner's IPC channel from a child", async () => {
+    const out = pipe();
+    expect(process.send).toBeTypeOf('function'); // the vitest worker talks to vitest over IPC
+    const p = track(
+      new Process({
+        target: () => {
+          const sent = process.send?.({ type: 'bogus-message-from-a-forked-child' });
+          fs.writeSync(out.w, String(sent));
+        },
+      }),
+    );
+    p.start();
+    await p.join(10_000);
+    expect(p.exitCode).toBe(0);
+    expect(out.read()).toBe('false');
+  });
+
   it('kill -> -9, terminate -> -15; join with a timeout returns while the child runs', async () => {
     const a = track(new Process({ target: forever }));
     a.start();

@@ -91,19 +91,19 @@ function childTimersAlive(): boolean {
 /**
  * First thing after fork() in any child: the process identity (process.pid/ppid are values
  * captured at startup) and an exit that does not run Node's teardown (which would join threads
- * that do not exist here): 'exit' listeners run, then _exit.
+ * that do not exist here). process.exit() and fatal errors already end in the native exit
+ * handler installed by fork; the natural end is caught at 'beforeExit': once its listeners ran
+ * and the loop is still empty, Node would emit 'exit' and tear down, so we do the 'exit' part
+ * and _exit.
  */
 export function afterForkInChild(parentPid: number): void {
   const pid = native.getpid();
   Object.defineProperty(process, 'pid', { value: pid, writable: false, configurable: true, enumerable: true });
   Object.defineProperty(process, 'ppid', { value: parentPid, writable: true, configurable: true, enumerable: true });
-  // Natural exit reaches process.emit('exit') (from C++) and then Node's teardown: end right
-  // after the 'exit' listeners instead. process.exit() and fatal errors already end in the native
-  // exit handler installed by fork.
   const emit = process.emit;
   process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]): boolean {
     const r = (emit as (e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
-    if (event === 'exit') native.exit(process.exitCode === undefined ? Number(args[0] ?? 0) : exitCodeNow());
+    if (event === 'beforeExit' && !native.loopAlive()) exitChild();
     return r;
   } as typeof process.emit;
 }
@@ -127,6 +127,8 @@ function dropParentListeners(): void {
     if (typeof ev !== 'string') continue;
     if (PARENT_EVENTS.includes(ev) || /^SIG[A-Z0-9]+$/.test(ev)) process.removeAllListeners(ev);
   }
+  // Also the capture callback (domains, test runners) that would swallow the child's errors.
+  if (process.hasUncaughtExceptionCaptureCallback()) process.setUncaughtExceptionCaptureCallback(null);
 }
 
 interface AsyncWrapBinding {
