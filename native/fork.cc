@@ -365,6 +365,9 @@ static bool LoopHasChildWork(ChildWatch* w) {
   uv_loop_t* loop = w->loop;
   if (loop->closing_handles != nullptr) return true;
   if (!QueueEmpty(&loop->pending_queue)) return true;
+  // An inherited request can still complete here (a write the parent had queued on a socket
+  // passed to the target, or on stdout): then the inherited count shrinks with it.
+  if (loop->active_reqs.count < w->inheritedRequests) w->inheritedRequests = loop->active_reqs.count;
   if (loop->active_reqs.count > w->inheritedRequests) return true;
   struct Walk {
     ChildWatch* w;
