@@ -12,11 +12,9 @@ import type { Popen, PopenFactory, ProcessObject } from './popen/types';
 installWorkerTracking();
 installTimerGuards();
 
-export type Target = (...args: never[]) => unknown;
-
 export interface ProcessOptions {
   /** Called in the child with `args`; may return a Promise, which the child awaits. */
-  target?: ((...args: any[]) => unknown) | null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  target?: ((...args: never[]) => unknown) | null;
   args?: readonly unknown[];
   /** Default 'Process-N' (N counts the processes this process started; nested: 'Process-1:2'). */
   name?: string;
@@ -259,11 +257,6 @@ export class Process {
   [inspect.custom](): string {
     return this.toString();
   }
-
-  /** @internal The main process object. */
-  static _main(): Process {
-    return new Process({ [kMain]: true } as ProcessOptions);
-  }
 }
 
 /** parentProcess() in a child: enough of a Process to tell whether the parent lives. */
@@ -329,7 +322,7 @@ export class ParentProcess {
   }
 }
 
-current = Process._main();
+current = new Process({ [kMain]: true } as ProcessOptions);
 
 /** Reaps finished children (CPython's _cleanup). */
 function cleanup(): void {
