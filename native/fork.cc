@@ -452,8 +452,9 @@ static void OnPrepare(uv_prepare_t* h) {
 // childDetach(keepFds: number[], bootstrap: () => void, onIdle: (phase) => boolean)
 //
 // Called in a Process child right after fork(). Quiets what the child inherited:
-//  - every inherited handle is unref'd; signal, fs-event, fs-poll and poll handles are stopped
-//    (stopping the last uv signal handle of a signal restores its default disposition);
+//  - every inherited handle is unref'd; fs-event, fs-poll and poll handles are stopped (signal
+//    handles were closed by the caller, in JS, when it removed the parent's signal listeners:
+//    libuv then restores each signal's default disposition);
 //  - every inherited I/O watcher is disarmed (uv_loop_fork re-queued them all) except stdout,
 //    stderr, the loop's own wake-up fds and `keepFds` (sockets passed to the target), so the
 //    parent's servers, sockets and IPC channel are never read or accepted on in the child;
@@ -492,7 +493,9 @@ static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
         uv_unref(h);
         if (uv_is_closing(h)) return;  // its close callback still runs; nothing to stop
         switch (h->type) {
-          case UV_SIGNAL: uv_signal_stop(reinterpret_cast<uv_signal_t*>(h)); break;
+          // UV_SIGNAL: not stopped here. Node's SignalWrap keeps a per-signal count that closing
+          // a natively stopped handle corrupts (abort); the parent's signal listeners are removed
+          // in JS just before this call, which stops them the Node way.
           case UV_FS_EVENT: uv_fs_event_stop(reinterpret_cast<uv_fs_event_t*>(h)); break;
           case UV_FS_POLL: uv_fs_poll_stop(reinterpret_cast<uv_fs_poll_t*>(h)); break;
           case UV_POLL: uv_poll_stop(reinterpret_cast<uv_poll_t*>(h)); break;

@@ -194,12 +194,19 @@ describe('Process (fork start method)', () => {
     expect(a.exitCode).toBe(-9);
     expect(a.isAlive()).toBe(false);
 
-    const b = track(new Process({ target: forever }));
-    b.start();
-    await sleep(50);
-    b.terminate();
-    b.joinSync(10_000);
-    expect(b.exitCode).toBe(-15);
+    // The parent's own SIGTERM listener must not catch the child's SIGTERM.
+    const onTerm = (): void => {};
+    process.on('SIGTERM', onTerm);
+    try {
+      const b = track(new Process({ target: forever }));
+      b.start();
+      await sleep(50);
+      b.terminate();
+      b.joinSync(10_000);
+      expect(b.exitCode).toBe(-15);
+    } finally {
+      process.off('SIGTERM', onTerm);
+    }
   });
 
   it('sentinel becomes readable when the child ends', async () => {

@@ -233,7 +233,6 @@ export function detachChild(keepFds: number[], run: () => Promise<void>): never 
   const ticks = muteParentTicks(aw.async_id_fields[aw.constants.kAsyncIdCounter]);
   const bootstrap = (): void => {
     ticks.disable();
-    dropParentListeners();
     cutIpcChannel();
     process.exit = exitChild as typeof process.exit;
     process.exitCode = undefined;
@@ -258,6 +257,9 @@ export function detachChild(keepFds: number[], run: () => Promise<void>): never 
   // The unwinding skips the async-context pops of the callbacks on the stack (a timer's, an HTTP
   // request's): Node would then find its async-id stack corrupted and abort. Start it empty.
   aw.clearAsyncIdStack();
+  // Before the loop can turn again: a signal arriving now must not reach the parent's listeners
+  // (removing them closes their uv signal handles and restores the default dispositions).
+  dropParentListeners();
   native.childDetach(keepFds, bootstrap, onIdle);
   // V8 was asked to terminate: this loop's first back-edge check unwinds the whole stack.
   for (;;) {
