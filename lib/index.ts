@@ -6,3 +6,17 @@ export { Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier } f
 export type { AcquireOptions, AsyncAcquireOptions, WaitOptions, BarrierOptions } from './synchronize';
 export { Value, SharedArray as Array, RawValue, RawArray, SharedValue, SynchronizedValue, SynchronizedArray } from './sharedctypes';
 export type { Typecode, ValueOf, TypedArrayOf, LockOption } from './sharedctypes';
+export { Process, ParentProcess, currentProcess, parentProcess, activeChildren, cpuCount } from './process';
+export type { ProcessOptions } from './process';
+export {
+  BaseContext,
+  Context,
+  DefaultContext,
+  getContext,
+  setStartMethod,
+  getStartMethod,
+  getAllStartMethods,
+  isForkSafe,
+  isMainProcess,
+} from './context';
+export type { StartMethod } from './context';
