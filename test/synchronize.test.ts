@@ -1,0 +1,454 @@
+import { describe, expect, it } from 'vitest';
+import { AssertionError, BrokenBarrierError, ValueError } from '../lib/errors';
+import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, rebuild } from '../lib/synchronize';
+import { RawValue, RawArray } from '../lib/sharedctypes';
+import { kReduce } from '../lib/shared_memory';
+import { fork, joinAll } from './helpers/procs';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function timed<T>(f: () => T): [T, number] {
+  const t0 = performance.now();
+  const r = f();
+  return [r, performance.now() - t0];
+}
+async function timedAsync<T>(f: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const r = await f();
+  return [r, performance.now() - t0];
+}
+
+describe('Lock', () => {
+  it('acquire/release/locked; releasing an unlocked lock is a ValueError', async () => {
+    const l = new Lock();
+    expect(l.locked()).toBe(false);
+    expect(l.acquireSync()).toBe(true);
+    expect(l.locked()).toBe(true);
+    expect(l.acquireSync({ block: false })).toBe(false);
+    l.release();
+    expect(await l.acquire()).toBe(true);
+    l.release();
+    expect(() => l.release()).toThrow(ValueError);
+    expect(() => l.release()).toThrow(expect.objectContaining({ code: 'ERR_MP_VALUE' }));
+    expect(() => l.acquireSync({ timeout: 'x' as unknown as number })).not.toThrow(); // free: fast path
+    l.release();
+    l.acquireSync();
+    expect(() => l.acquireSync({ timeout: 'x' as unknown as number })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    l.release();
+  });
+
+  it('timeouts are accurate (±50 ms), sync and async; negative means 0', async () => {
+    const l = new Lock();
+    l.acquireSync();
+    const [r1, t1] = timed(() => l.acquireSync({ timeout: 150 }));
+    expect(r1).toBe(false);
+    expect(t1).toBeGreaterThanOrEqual(145);
+    expect(t1).toBeLessThan(200);
+    const [r2, t2] = await timedAsync(() => l.acquire({ timeout: 150 }));
+    expect(r2).toBe(false);
+    expect(t2).toBeGreaterThanOrEqual(145);
+    expect(t2).toBeLessThan(200);
+    const [r3, t3] = timed(() => l.acquireSync({ timeout: -5 }));
+    expect(r3).toBe(false);
+    expect(t3).toBeLessThan(50);
+    l.release();
+  });
+
+  it('async acquire can be aborted and does not block the event loop', async () => {
+    const l = new Lock();
+    l.acquireSync();
+    const ac = new AbortController();
+    let ticks = 0;
+    const iv = setInterval(() => ticks++, 5);
+    const p = l.acquire({ signal: ac.signal });
+    await sleep(60);
+    ac.abort();
+    await expect(p).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
+    clearInterval(iv);
+    expect(ticks).toBeGreaterThan(3);
+    await expect(l.acquire({ signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    l.release();
+  });
+
+  it('2 processes × 100,000 locked increments = exactly 200,000', async () => {
+    const lock = new Lock();
+    const v = RawValue('i', 0);
+    const work = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        lock.acquireSync();
+        v.value = (v.value as number) + 1;
+        lock.release();
+      }
+    };
+    const ps = [fork(work, 100_000), fork(work, 100_000)];
+    expect(await joinAll(ps)).toEqual([0, 0]);
+    expect(v.value).toBe(200_000);
+  });
+
+  it('a parent waiting asynchronously is woken by a child release', async () => {
+    const lock = new Lock();
+    const ready = new Event();
+    lock.acquireSync();
+    const p = fork(async () => {
+      ready.set();
+      const ok = await lock.acquire({ timeout: 10_000 });
+      lock.release();
+      process.exitCode = ok ? 7 : 1;
+    });
+    expect(ready.waitSync(10_000)).toBe(true);
+    await sleep(30);
+    lock.release();
+    await p.join(10_000);
+    expect(p.exitCode).toBe(7);
+  });
+
+  it('a holder that is SIGKILLed does not deadlock: the next acquirer gets ownerDied', async () => {
+    const lock = new Lock();
+    const held = new Event();
+    const p = fork(() => {
+      lock.acquireSync();
+      held.set();
+      setInterval(() => {}, 1000); // hold it forever
+    });
+    expect(await held.wait(10_000)).toBe(true);
+    expect(lock.acquireSync({ block: false })).toBe(false);
+    p.kill(); // not reaped yet: a zombie must count as dead
+    const [ok, dt] = timed(() => lock.acquireSync({ timeout: 5000 }));
+    expect(ok).toBe(true);
+    expect(dt).toBeLessThan(1000);
+    expect(lock.ownerDied).toBe(true);
+    lock.release();
+    expect(lock.acquireSync()).toBe(true);
+    expect(lock.ownerDied).toBe(false);
+    lock.release();
+    await p.join(5000);
+    expect(p.exitCode).toBe(-9);
+  });
+
+  it('async acquire also recovers a dead holder', async () => {
+    const lock = new Lock();
+    const held = new Event();
+    const p = fork(() => {
+      lock.acquireSync();
+      held.set();
+      setInterval(() => {}, 1000);
+    });
+    expect(await held.wait(10_000)).toBe(true);
+    const waiting = lock.acquire({ timeout: 5000 });
+    await sleep(50);
+    p.kill();
+    expect(await waiting).toBe(true);
+    expect(lock.ownerDied).toBe(true);
+    lock.release();
+  });
+
+  it('is reopened from its description (same word)', () => {
+    const l = new Lock();
+    const again = rebuild(l[kReduce]()) as Lock;
+    expect(again).toBeInstanceOf(Lock);
+    l.acquireSync();
+    expect(again.locked()).toBe(true);
+    again.release(); // any process may release a Lock
+    expect(l.locked()).toBe(false);
+  });
+});
+
+describe('RLock', () => {
+  it('is recursive for its owner; others cannot release it', async () => {
+    const r = new RLock();
+    expect(r.acquireSync()).toBe(true);
+    expect(r.acquireSync()).toBe(true);
+    expect(await r.acquire()).toBe(true);
+    expect(r._count).toBe(3);
+    r.release();
+    r.release();
+    expect(r.locked()).toBe(true);
+    r.release();
+    expect(r.locked()).toBe(false);
+    expect(() => r.release()).toThrow(AssertionError);
+    expect(() => r.release()).toThrow(expect.objectContaining({ code: 'ERR_MP_ASSERTION' }));
+  });
+
+  it('a child cannot release (AssertionError) nor acquire the parent-held RLock', async () => {
+    const r = new RLock();
+    r.acquireSync();
+    const out = RawArray('i', 2);
+    const p = fork(() => {
+      try {
+        r.release();
+      } catch (e) {
+        out[0] = e instanceof AssertionError ? 1 : 2;
+      }
+      out[1] = r.acquireSync({ timeout: 100 }) ? 1 : 2;
+    });
+    await p.join(10_000);
+    expect(p.exitCode).toBe(0);
+    expect([...out]).toEqual([1, 2]);
+    r.release();
+  });
+
+  it('recovers from a dead owner', async () => {
+    const r = new RLock();
+    const held = new Event();
+    const p = fork(() => {
+      r.acquireSync();
+      r.acquireSync();
+      held.set();
+      setInterval(() => {}, 1000);
+    });
+    expect(held.waitSync(10_000)).toBe(true);
+    p.kill();
+    expect(r.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(r.ownerDied).toBe(true);
+    expect(r._count).toBe(1);
+    r.release();
+    expect(r.locked()).toBe(false);
+  });
+});
+
+describe('Semaphore / BoundedSemaphore', () => {
+  it('counts; over-releasing a BoundedSemaphore is a ValueError', async () => {
+    const s = new Semaphore(2);
+    expect(s.getValue()).toBe(2);
+    expect(s.acquireSync()).toBe(true);
+    expect(await s.acquire()).toBe(true);
+    expect(s.acquireSync({ block: false })).toBe(false);
+    expect(s.locked()).toBe(true);
+    const [r, dt] = timed(() => s.acquireSync({ timeout: 100 }));
+    expect(r).toBe(false);
+    expect(dt).toBeGreaterThanOrEqual(95);
+    expect(dt).toBeLessThan(150);
+    s.release();
+    s.release();
+    s.release(); // plain Semaphore may go above its initial value
+    expect(s.getValue()).toBe(3);
+    const b = new BoundedSemaphore(1);
+    b.acquireSync();
+    b.release();
+    expect(() => b.release()).toThrow(ValueError);
+    expect(b.getValue()).toBe(1);
+    expect(() => new Semaphore(-1)).toThrow(ValueError);
+    expect(() => new Semaphore(1.5)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+
+  it('limits concurrency across processes', async () => {
+    const sem = new Semaphore(2);
+    const stats = RawArray('i', 2); // [inside now, max inside]
+    const statsLock = new Lock();
+    const work = () => {
+      for (let i = 0; i < 200; i++) {
+        sem.acquireSync();
+        statsLock.acquireSync();
+        const now = ++stats[0];
+        if (now > stats[1]) stats[1] = now;
+        statsLock.release();
+        for (let k = 0; k < 2000; k++); // a little work inside
+        statsLock.acquireSync();
+        stats[0]--;
+        statsLock.release();
+        sem.release();
+      }
+    };
+    const ps = [fork(work), fork(work), fork(work), fork(work)];
+    expect(await joinAll(ps)).toEqual([0, 0, 0, 0]);
+    expect(stats[0]).toBe(0);
+    expect(stats[1]).toBeLessThanOrEqual(2);
+    expect(sem.getValue()).toBe(2);
+  });
+
+  it('async acquire woken by another process', async () => {
+    const sem = new Semaphore(0);
+    const p = fork(() => {
+      setTimeout(() => sem.release(), 50);
+    });
+    const [ok, dt] = await timedAsync(() => sem.acquire({ timeout: 5000 }));
+    expect(ok).toBe(true);
+    expect(dt).toBeLessThan(2000);
+    await p.join(5000);
+  });
+});
+
+describe('Event', () => {
+  it('set/clear/isSet; wait times out accurately', async () => {
+    const e = new Event();
+    expect(e.isSet()).toBe(false);
+    const [r, dt] = timed(() => e.waitSync(100));
+    expect(r).toBe(false);
+    expect(dt).toBeGreaterThanOrEqual(95);
+    expect(dt).toBeLessThan(150);
+    const [r2, dt2] = await timedAsync(() => e.wait(100));
+    expect(r2).toBe(false);
+    expect(dt2).toBeGreaterThanOrEqual(95);
+    expect(dt2).toBeLessThan(150);
+    e.set();
+    expect(e.isSet()).toBe(true);
+    expect(e.waitSync(0)).toBe(true);
+    expect(await e.wait()).toBe(true);
+    e.clear();
+    expect(e.isSet()).toBe(false);
+  });
+
+  it('a child set() wakes sync and async waiters in the parent', async () => {
+    const e = new Event();
+    const go = new Event();
+    const p = fork(() => {
+      go.waitSync(10_000);
+      setTimeout(() => e.set(), 30);
+    });
+    const waiters = [e.wait(10_000), e.wait(10_000)];
+    go.set();
+    const [r, dt] = timed(() => e.waitSync(10_000));
+    expect(r).toBe(true);
+    expect(dt).toBeLessThan(5000);
+    expect(await Promise.all(waiters)).toEqual([true, true]);
+    await p.join(5000);
+    expect(p.exitCode).toBe(0);
+  });
+});
+
+describe('Condition', () => {
+  it('wait/notify without holding the lock is an AssertionError', async () => {
+    const c = new Condition();
+    expect(() => c.waitSync(10)).toThrow(AssertionError);
+    await expect(c.wait(10)).rejects.toBeInstanceOf(AssertionError);
+    expect(() => c.notify()).toThrow(expect.objectContaining({ code: 'ERR_MP_ASSERTION' }));
+    expect(() => c.notifyAll()).toThrow(AssertionError);
+    c.acquireSync();
+    const [r, dt] = timed(() => c.waitSync(80));
+    expect(r).toBe(false);
+    expect(dt).toBeGreaterThanOrEqual(75);
+    expect(dt).toBeLessThan(130);
+    expect(c.lock._isMine()).toBe(true); // re-acquired after the timeout
+    c.notify(); // nobody waiting: fine
+    c.release();
+  });
+
+  it('notify(1) wakes exactly one waiting process, notifyAll the rest', async () => {
+    const c = new Condition(new Lock());
+    const state = RawArray('i', 2); // [waiting, woken]
+    const waiter = () => {
+      c.acquireSync();
+      state[0]++;
+      const ok = c.waitSync(10_000);
+      if (ok) state[1]++;
+      c.release();
+      process.exitCode = ok ? 0 : 3;
+    };
+    const ps = [fork(waiter), fork(waiter), fork(waiter)];
+    const until = async (f: () => boolean) => {
+      for (let i = 0; i < 500 && !f(); i++) await sleep(10);
+      return f();
+    };
+    expect(await until(() => Atomics.load(state, 0) === 3)).toBe(true);
+    c.acquireSync();
+    c.notify(1);
+    c.release();
+    expect(await until(() => Atomics.load(state, 1) === 1)).toBe(true);
+    await sleep(100);
+    expect(Atomics.load(state, 1)).toBe(1);
+    c.acquireSync();
+    c.notifyAll();
+    c.release();
+    expect(await joinAll(ps)).toEqual([0, 0, 0]);
+    expect(state[1]).toBe(3);
+  });
+
+  it('waitFor a predicate over shared state, async, across processes', async () => {
+    const c = new Condition();
+    const v = RawValue('i', 0);
+    const p = fork(() => {
+      for (let i = 1; i <= 5; i++) {
+        c.acquireSync();
+        v.value = i;
+        c.notifyAll();
+        c.release();
+      }
+    });
+    await c.acquire();
+    const r = await c.waitFor(() => v.value === 5, 10_000);
+    expect(r).toBe(true);
+    c.release();
+    await p.join(5000);
+    expect(p.exitCode).toBe(0);
+    c.acquireSync();
+    expect(c.waitForSync(() => v.value === 6, 50)).toBe(false);
+    c.release();
+  });
+});
+
+describe('Barrier', () => {
+  it('4 processes over 100 cycles: each cycle every index once, action once per cycle', async () => {
+    const parties = 4;
+    const cycles = 100;
+    const seen = RawArray('i', cycles * parties);
+    const actions = RawValue('i', 0);
+    const b = new Barrier(parties, { action: () => actions.add(1) });
+    const worker = () => {
+      for (let c = 0; c < cycles; c++) {
+        const i = b.waitSync(10_000);
+        Atomics.add(seen, c * parties + i, 1);
+      }
+    };
+    const ps = [fork(worker), fork(worker), fork(worker)];
+    for (let c = 0; c < cycles; c++) {
+      const i = await b.wait(10_000);
+      Atomics.add(seen, c * parties + i, 1);
+    }
+    expect(await joinAll(ps)).toEqual([0, 0, 0]);
+    expect([...seen].every((x) => x === 1)).toBe(true);
+    expect(actions.value).toBe(cycles);
+    expect(b.nWaiting).toBe(0);
+    expect(b.broken).toBe(false);
+  });
+
+  it('a timeout breaks it; abort and reset', async () => {
+    const b = new Barrier(2);
+    expect(b.parties).toBe(2);
+    const [err, dt] = timed(() => {
+      try {
+        b.waitSync(80);
+      } catch (e) {
+        return e;
+      }
+    });
+    expect(err).toBeInstanceOf(BrokenBarrierError);
+    expect((err as BrokenBarrierError).code).toBe('ERR_MP_BROKEN_BARRIER');
+    expect(dt).toBeGreaterThanOrEqual(75);
+    expect(dt).toBeLessThan(150);
+    expect(b.broken).toBe(true);
+    await expect(b.wait()).rejects.toBeInstanceOf(BrokenBarrierError);
+    b.reset();
+    expect(b.broken).toBe(false);
+    const w = b.wait(5000);
+    await sleep(20);
+    expect(b.nWaiting).toBe(1);
+    b.abort();
+    await expect(w).rejects.toBeInstanceOf(BrokenBarrierError);
+    expect(() => new Barrier(0)).toThrow(ValueError);
+  });
+
+  it('an action that throws breaks the barrier for everyone', async () => {
+    const b = new Barrier(2, {
+      action: () => {
+        throw new Error('boom');
+      },
+    });
+    const p = fork(() => {
+      try {
+        b.waitSync(5000);
+      } catch (e) {
+        process.exitCode = e instanceof BrokenBarrierError ? 5 : e instanceof Error && e.message === 'boom' ? 6 : 1;
+      }
+    });
+    let mine: unknown;
+    try {
+      await b.wait(5000);
+    } catch (e) {
+      mine = e;
+    }
+    await p.join(5000);
+    // exactly one side ran the action (and got 'boom'), the other was broken
+    const codes = [p.exitCode, mine instanceof BrokenBarrierError ? 5 : (mine as Error).message === 'boom' ? 6 : 1].sort();
+    expect(codes).toEqual([5, 6]);
+  });
+});
