@@ -585,16 +585,21 @@ export class Event {
 
 /**
  * A condition variable over a Lock or RLock (default: a new RLock, as in CPython).
- * Words: [sequence, registered sleepers, pending signals].
+ * Words: [sequence (the futex word), registered sleepers, pending signals, broadcast generation].
  *
- * wait() registers (sleepers += 1) while holding the lock, releases it, then sleeps on the
- * sequence word until it can take a signal. notify(n), holding the lock, moves k = min(n,
- * sleepers) from "sleepers" to "signals", bumps the sequence and wakes. A sleeper that times out
- * re-takes the lock and then either takes a signal after all (it counts as notified) or
- * withdraws (sleepers -= 1). sleepers + signals always equals the number of live waiters, so
- * notify(n) wakes at most n of them and never loses a signal. (A waiter killed while waiting stays
- * counted: a later notify may then wake one fewer, or a later waiter once spuriously; waitFor()
- * and the usual predicate loop absorb that.)
+ * wait() registers (sleepers += 1) while holding the lock and notes the broadcast generation,
+ * releases the lock, then sleeps on the sequence word until either the generation changed
+ * (notifyAll: every waiter registered before it is released, none can be overtaken) or it can
+ * take a signal. notify(n), holding the lock, moves k = min(n, sleepers) from "sleepers" to
+ * "signals", bumps the sequence and wakes; notifyAll() starts a new generation and zeroes both
+ * counts. A sleeper that times out re-takes the lock and then counts as notified if the
+ * generation changed or a signal is left (a notify raced with its timeout), or else withdraws
+ * (sleepers -= 1). Within a generation sleepers + signals equals the number of live waiters, so
+ * notify(n) wakes at most n and never loses a signal (a waiter that arrives later may take it in
+ * place of an earlier one, as POSIX condition variables allow). Unlike CPython, notify() never
+ * blocks waiting for the woken to run: an async waiter of the same process could not run.
+ * A waiter killed while waiting stays counted until the next notifyAll(): a notify(1) may then be
+ * spent on it; waitFor() and predicate loops absorb that.
  */
 export class Condition {
   #lock: Lock | RLock;
@@ -605,9 +610,9 @@ export class Condition {
     if (lock !== undefined && !(lock instanceof Lock) && !(lock instanceof RLock))
       throw invalidArgType('lock', 'a Lock or an RLock', lock);
     this.#lock = lock ?? new RLock();
-    const { b } = block(12);
+    const { b } = block(16);
     this.#b = b;
-    this.#w = words(b, 3);
+    this.#w = words(b, 4);
   }
 
   /** The underlying lock. */
@@ -636,11 +641,15 @@ export class Condition {
     return false;
   }
 
-  // After the lock is ours again: a waiter that did not get a signal while sleeping either takes
-  // one now (a notify raced with its timeout) or withdraws its registration.
-  #settle(notified: boolean): boolean {
-    if (notified) return true;
-    if (this.#takeSignal()) return true;
+  // Before sleeping (lock released): notified by a notifyAll since registration, or a signal?
+  #woken(gen: number): boolean {
+    return Atomics.load(this.#w, 3) !== gen || this.#takeSignal();
+  }
+
+  // With the lock held again, for a waiter that was not woken while sleeping: a notify may have
+  // raced with its timeout (then it counts as notified), or it withdraws its registration.
+  #settle(gen: number): boolean {
+    if (Atomics.load(this.#w, 3) !== gen || this.#takeSignal()) return true;
     Atomics.sub(this.#w, 1, 1);
     return false;
   }
@@ -650,14 +659,15 @@ export class Condition {
     if (!lock._isMine()) throw new AssertionError('must acquire() condition before using wait()');
     const deadline = deadlineOf(timeout);
     const w = this.#w;
+    const gen = Atomics.load(w, 3);
     Atomics.add(w, 1, 1);
     const saved = lock._releaseSave();
     let notified = false;
     try {
       for (;;) {
-        // Read the sequence before looking for a signal: notify adds the signal, then bumps it.
+        // Read the sequence before looking: notify changes the counts, then bumps it.
         const seq = Atomics.load(w, 0);
-        if (this.#takeSignal()) {
+        if (this.#woken(gen)) {
           notified = true;
           break;
         }
@@ -668,7 +678,7 @@ export class Condition {
     } finally {
       lock._acquireRestoreSync(saved);
     }
-    return this.#settle(notified);
+    return notified || this.#settle(gen);
   }
 
   async wait(timeout?: number, opts?: WaitOptions): Promise<boolean> {
@@ -678,13 +688,14 @@ export class Condition {
     const signal = opts?.signal;
     if (signal?.aborted) throw abortError(signal);
     const w = this.#w;
+    const gen = Atomics.load(w, 3);
     Atomics.add(w, 1, 1);
     const saved = lock._releaseSave();
     let notified = false;
     try {
       for (;;) {
         const seq = Atomics.load(w, 0);
-        if (this.#takeSignal()) {
+        if (this.#woken(gen)) {
           notified = true;
           break;
         }
@@ -694,8 +705,8 @@ export class Condition {
       }
     } finally {
       await lock._acquireRestore(saved);
-      // On abort the registration must still be settled (lock held again here).
-      if (!notified) notified = this.#settle(false);
+      // Also on abort: the registration must be settled (the lock is held again here).
+      if (!notified) notified = this.#settle(gen);
     }
     return notified;
   }
@@ -726,6 +737,7 @@ export class Condition {
     return result;
   }
 
+  /** Wakes at most `n` waiters. The caller must hold the lock. */
   notify(n = 1): void {
     if (typeof n !== 'number' || Number.isNaN(n)) throw invalidArgType('n', 'a number', n);
     if (!this.#lock._isMine()) throw new AssertionError('lock is not owned');
@@ -738,8 +750,16 @@ export class Condition {
     wakeWord(w, 0, k === 1 ? 1 : Infinity);
   }
 
+  /** Wakes every waiter. The caller must hold the lock. */
   notifyAll(): void {
-    this.notify(Infinity);
+    if (!this.#lock._isMine()) throw new AssertionError('lock is not owned');
+    const w = this.#w;
+    if (Atomics.load(w, 1) === 0 && Atomics.load(w, 2) === 0) return;
+    Atomics.add(w, 3, 1);
+    Atomics.store(w, 1, 0);
+    Atomics.store(w, 2, 0);
+    Atomics.add(w, 0, 1);
+    wakeWord(w, 0);
   }
 
   [kReduce](): { type: 'Condition'; lock: LockDescription; block: BlockRef } {
