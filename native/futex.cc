@@ -335,12 +335,11 @@ struct Waiter : public ModuleState {
     napi_status st = napi_make_callback(env, async_ctx, recv, fn, 1, argv, &result);
     // The callback resolves promises, and their continuations may fork(): a Process child then
     // unwinds this very call by V8 termination (the pending "exception" is that termination, not
-    // an error). In the child, touch nothing more.
-    if (::getpid() != before) return;
+    // an error): clear it as the fork layer's own callbacks do, report nothing, touch nothing.
     if (st == napi_pending_exception) {
       napi_value err;
       napi_get_and_clear_last_exception(env, &err);
-      napi_fatal_exception(env, err);
+      if (::getpid() == before) napi_fatal_exception(env, err);
     }
   }
 
