@@ -59,7 +59,7 @@ export interface NativeShm {
   shmUnlink(name: string): void;
   ftruncate(fd: number, size: number): void;
   /** MAP_SHARED read-write mapping of `fd` (-1: anonymous, inherited by fork) as a real SharedArrayBuffer. */
-  mmap(fd: number, size: number, offset: number): SharedArrayBuffer;
+  mmap(fd: number, size: number, offset: number, privateMapping?: boolean): SharedArrayBuffer;
   fstatSize(fd: number): number;
   closeFd(fd: number): void;
   /** [read, write], both close-on-exec: the resource tracker's lifeline. */
@@ -85,7 +85,20 @@ export interface NativeShm {
 
 
 // ---- native/sem.cc
-export interface NativeSem {}
+export interface NativeSemHandle {
+  /** sem_wait / sem_timedwait: true if decremented, false on timeout (timeoutMs < 0: no limit). Blocks. */
+  wait(timeoutMs: number): boolean;
+  tryWait(): boolean;
+  post(): void;
+  getValue(): number;
+  /** sem_close (idempotent). */
+  close(): void;
+}
+export interface NativeSem {
+  /** sem_open(name, flags, mode, value); flags from `shmFlags` (O_CREAT, O_EXCL). */
+  NamedSemaphoreHandle: new (name: string, flags: number, mode: number, value: number) => NativeSemHandle;
+  semUnlink(name: string): void;
+}
 
 
 

@@ -143,7 +143,7 @@ function onExit(): void {
     if (c.pid !== me) continue;
     try {
       if (c.type === 'shared_memory') native.shmUnlink(c.name);
-      else (native as unknown as { semUnlink(n: string): void }).semUnlink(c.name);
+      else native.semUnlink(c.name);
     } catch {
       /* already gone */
     }

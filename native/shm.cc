@@ -82,7 +82,7 @@ Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// mmap(fd, size, offset) -> SharedArrayBuffer over a MAP_SHARED, read-write mapping of `fd`
+// mmap(fd, size, offset, private?) -> SharedArrayBuffer over a MAP_SHARED, read-write mapping of `fd`
 // (fd -1: anonymous shared memory, inherited by fork()). The fd may be closed afterwards.
 Napi::Value Mmap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -91,7 +91,10 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
   int64_t size = info[1].As<Napi::Number>().Int64Value();
   int64_t offset = info[2].As<Napi::Number>().Int64Value();
   if (size <= 0 || offset < 0) return ThrowErrno(env, EINVAL, "mmap");
-  int flags = MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0);
+  // Optional 4th argument true: a private copy-on-write mapping (changes stay in this process and
+  // its later fork children see a snapshot) instead of a shared one.
+  const bool priv = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+  int flags = (priv ? MAP_PRIVATE : MAP_SHARED) | (fd < 0 ? MAP_ANONYMOUS : 0);
   void* p = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(offset));
   if (p == MAP_FAILED) return ThrowErrno(env, errno, "mmap");
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
