@@ -11,6 +11,7 @@
 //
 // Policy (names, sizes, modes, tracking, cleanup on failure) lives in lib/shared_memory.ts and
 // lib/posix.ts; these are thin errno-checked wrappers.
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <node.h>
 #include <sys/mman.h>
@@ -145,7 +146,20 @@ Napi::Value LifelinePipe(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// The deleter above is code in this shared object, and V8 calls it whenever the last buffer over
+// a mapping dies: possibly at the teardown of a Worker's isolate after Node has dlclose()d an addon
+// that only that Worker had loaded, or in another thread the buffer was posted to. So this object
+// must never be unloaded: re-open it with RTLD_NODELETE (pins it for the life of the process).
+static void PinThisLibrary() {
+  Dl_info info;
+  if (::dladdr(reinterpret_cast<void*>(&Unmap), &info) != 0 && info.dli_fname != nullptr) {
+    void* self = ::dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    (void)self;  // the extra reference is never released, on purpose
+  }
+}
+
 void InitShm(Napi::Env env, Napi::Object exports) {
+  PinThisLibrary();
   exports.Set("shmOpen", Napi::Function::New(env, ShmOpen, "shmOpen"));
   exports.Set("shmUnlink", Napi::Function::New(env, ShmUnlink, "shmUnlink"));
   exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));

@@ -452,3 +452,42 @@ describe('Barrier', () => {
     expect(codes).toEqual([5, 6]);
   });
 });
+
+describe('worker_threads', () => {
+  it('a Worker reopens a Condition and an RLock from their descriptions; notify crosses threads', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const { ensureDist } = await import('./helpers/dist');
+    const dist = ensureDist();
+    const cond = new Condition(); // over an RLock
+    const flag = RawValue('i', 0);
+    const worker = new Worker(
+      `
+      const { workerData, parentPort } = require('node:worker_threads');
+      const sync = require(${JSON.stringify(dist + '/synchronize.js')});
+      const c = sync.rebuild(workerData.cond);
+      const flag = new Int32Array(workerData.flag.buffer, workerData.flag.byteOffset, 1);
+      (async () => {
+        await c.acquire();
+        // The main thread holds nothing now; the RLock is owned by this thread only.
+        parentPort.postMessage('waiting');
+        const ok = await c.waitFor(() => Atomics.load(flag, 0) === 1, 10000);
+        c.release();
+        parentPort.postMessage(ok ? 'notified' : 'timeout');
+      })();
+      `,
+      { eval: true, workerData: { cond: cond[kReduce](), flag: flag.array } },
+    );
+    const messages: string[] = [];
+    const next = () => new Promise<string>((r) => worker.once('message', (m) => (messages.push(m), r(m))));
+    try {
+      expect(await next()).toBe('waiting');
+      await cond.acquire(); // blocks until the worker waits (it released the lock)
+      Atomics.store(flag.array, 0, 1);
+      cond.notifyAll();
+      cond.release();
+      expect(await next()).toBe('notified');
+    } finally {
+      await worker.terminate();
+    }
+  });
+});
