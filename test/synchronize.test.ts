@@ -3,6 +3,8 @@ import { AssertionError, BrokenBarrierError, ValueError } from '../lib/errors';
 import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, rebuild } from '../lib/synchronize';
 import { RawValue, RawArray } from '../lib/sharedctypes';
 import { kReduce } from '../lib/shared_memory';
+import { Worker } from 'node:worker_threads';
+import { ensureDist } from './helpers/dist';
 import { fork, joinAll } from './helpers/procs';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -455,8 +457,6 @@ describe('Barrier', () => {
 
 describe('worker_threads', () => {
   it('a Worker reopens a Condition and an RLock from their descriptions; notify crosses threads', async () => {
-    const { Worker } = await import('node:worker_threads');
-    const { ensureDist } = await import('./helpers/dist');
     const dist = ensureDist();
     const cond = new Condition(); // over an RLock
     const flag = RawValue('i', 0);
