@@ -388,24 +388,41 @@ export class RLock implements CondLock {
 // ---------------------------------------------------------------- Semaphore
 
 const SEM_VALUE_MAX = 0x7fffffff;
+/** Holder-table entries per semaphore (processes that can hold counts at once and be recovered). */
+const HOLDER_SLOTS = 16;
+const H0 = 4; // first word of the holder table
+const FOREIGN_RELEASE = 1;
+const RECOVERING = -1;
 
 /**
- * A counting semaphore. Words: [value, number of sleepers, maximum (bounded) or -1].
- * Counts have no owner (any process may release), so a count taken by a process that died is
- * not given back: as in CPython. Sleepers are never stuck on a dead process: they only wait for
- * the value to become positive.
+ * A counting semaphore. Words: [value, sleepers, maximum (bounded) or -1, flags, then a holder
+ * table of HOLDER_SLOTS × (pid, counts held)].
+ *
+ * Counts have no owner in CPython (any process may release), so what a dead process held cannot
+ * be known in general. This one keeps, per process, how many counts it holds (acquired and not
+ * yet released by that same process). As long as the semaphore is used that way (each process
+ * releases what it acquired: a resource pool, mutual exclusion), a process that dies holding
+ * counts does not starve the others: a sleeper checks every OWNER_CHECK_MS, returns the dead
+ * process's counts and reports `ownerDied === true`. Once any process releases a count it did not
+ * acquire (signalling: one process acquires, another releases), per-process holdings mean nothing
+ * and recovery is switched off for good (CPython's behaviour: a dead holder's counts are lost).
+ * Also not recovered: counts of a process that died between its two bookkeeping steps (a few
+ * instructions), and of processes beyond the HOLDER_SLOTS-th holding counts at the same time.
  */
 export class Semaphore {
   #b: Block;
   #w: Int32Array;
+  #slot = -1;
+  #slotPid = 0;
+  #ownerDied = false;
 
   constructor(value = 1) {
     if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidArgType('value', 'an integer', value);
     if (value < 0) throw new ValueError('semaphore initial value must be >= 0');
     if (value > SEM_VALUE_MAX) throw new ValueError(`semaphore initial value must be <= ${SEM_VALUE_MAX}`);
-    const { b, fresh } = block(12);
+    const { b, fresh } = block((H0 + 2 * HOLDER_SLOTS) * 4);
     this.#b = b;
-    this.#w = words(b, 3);
+    this.#w = words(b, H0 + 2 * HOLDER_SLOTS);
     if (fresh) {
       Atomics.store(this.#w, 0, value);
       Atomics.store(this.#w, 2, this._bounded() ? value : -1);
@@ -415,6 +432,11 @@ export class Semaphore {
   /** Overridden by BoundedSemaphore. */
   protected _bounded(): boolean {
     return false;
+  }
+
+  /** true if the last successful acquire came after returning the counts of a process that died. */
+  get ownerDied(): boolean {
+    return this.#ownerDied;
   }
 
   #try(): boolean {
@@ -428,18 +450,64 @@ export class Semaphore {
     return false;
   }
 
-  acquireSync(opts?: AcquireOptions): boolean {
-    if (this.#try()) return true;
-    const { block, deadline } = parseAcquire(opts);
-    if (!block) return false;
+  // This process's holder-table entry (claimed on first use), or -1 if the table is full.
+  #mySlot(pid: number): number {
+    if (this.#slotPid === pid) return this.#slot;
     const w = this.#w;
+    let slot = -1;
+    for (let i = 0; i < HOLDER_SLOTS && slot < 0; i++) if (Atomics.load(w, H0 + 2 * i) === pid) slot = i;
+    for (let i = 0; i < HOLDER_SLOTS && slot < 0; i++) if (Atomics.compareExchange(w, H0 + 2 * i, 0, pid) === 0) slot = i;
+    this.#slot = slot;
+    this.#slotPid = pid;
+    return slot;
+  }
+
+  #acquired(recovered: boolean): true {
+    const slot = this.#mySlot(process.pid);
+    if (slot >= 0) Atomics.add(this.#w, H0 + 2 * slot + 1, 1);
+    this.#ownerDied = recovered;
+    return true;
+  }
+
+  // Returns the counts of dead holders (see the class comment). true if any came back.
+  #recover(): boolean {
+    const w = this.#w;
+    if ((Atomics.load(w, 3) & FOREIGN_RELEASE) !== 0) return false;
+    let back = 0;
+    for (let i = 0; i < HOLDER_SLOTS; i++) {
+      const p = Atomics.load(w, H0 + 2 * i);
+      if (p <= 0 || p === process.pid || native.pidAlive(p)) continue;
+      // Claim the entry (RECOVERING: nobody else can claim or reuse it), take its counts, free it.
+      if (Atomics.compareExchange(w, H0 + 2 * i, p, RECOVERING) !== p) continue;
+      back += Math.max(0, Atomics.exchange(w, H0 + 2 * i + 1, 0));
+      Atomics.store(w, H0 + 2 * i, 0);
+    }
+    if (back === 0) return false;
+    const max = Atomics.load(w, 2);
+    let v = Atomics.load(w, 0);
+    for (;;) {
+      const nv = max >= 0 ? Math.min(max, v + back) : v + back;
+      const p = Atomics.compareExchange(w, 0, v, nv);
+      if (p === v) break;
+      v = p;
+    }
+    wakeWord(w, 0, back);
+    return true;
+  }
+
+  acquireSync(opts?: AcquireOptions): boolean {
+    if (this.#try()) return this.#acquired(false);
+    const { block, deadline } = parseAcquire(opts);
+    if (!block) return this.#recover() && this.#try() ? this.#acquired(true) : false;
+    const w = this.#w;
+    let recovered = false;
     Atomics.add(w, 1, 1);
     try {
       for (;;) {
-        if (this.#try()) return true;
+        if (this.#try()) return this.#acquired(recovered);
         const rem = remaining(deadline);
         if (rem <= 0) return false;
-        waitWordSync(w, 0, 0, rem);
+        if (waitWordSync(w, 0, 0, Math.min(rem, OWNER_CHECK_MS)) === 'timed-out') recovered = this.#recover() || recovered;
       }
     } finally {
       Atomics.sub(w, 1, 1);
@@ -449,16 +517,18 @@ export class Semaphore {
   async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
-    if (this.#try()) return true;
-    if (!block) return false;
+    if (this.#try()) return this.#acquired(false);
+    if (!block) return this.#recover() && this.#try() ? this.#acquired(true) : false;
     const w = this.#w;
+    let recovered = false;
     Atomics.add(w, 1, 1);
     try {
       for (;;) {
-        if (this.#try()) return true;
+        if (this.#try()) return this.#acquired(recovered);
         const rem = remaining(deadline);
         if (rem <= 0) return false;
-        await waitWord(w, 0, 0, { timeout: rem, signal });
+        if ((await waitWord(w, 0, 0, { timeout: Math.min(rem, OWNER_CHECK_MS), signal })) === 'timed-out')
+          recovered = this.#recover() || recovered;
       }
     } finally {
       Atomics.sub(w, 1, 1);
@@ -468,16 +538,37 @@ export class Semaphore {
   release(): void {
     const w = this.#w;
     const max = Atomics.load(w, 2);
+    if (max >= 0 && Atomics.load(w, 0) >= max) throw new ValueError('semaphore or lock released too many times');
+    // Bookkeeping first: a count this process holds, or a release of someone else's count.
+    const slot = this.#mySlot(process.pid);
+    let mine = false;
+    if (slot >= 0) {
+      const i = H0 + 2 * slot + 1;
+      let n = Atomics.load(w, i);
+      while (n > 0) {
+        const p = Atomics.compareExchange(w, i, n, n - 1);
+        if (p === n) {
+          mine = true;
+          break;
+        }
+        n = p;
+      }
+    }
+    if (!mine) Atomics.or(w, 3, FOREIGN_RELEASE);
     if (max >= 0) {
       let v = Atomics.load(w, 0);
       for (;;) {
-        if (v >= max) throw new ValueError('semaphore or lock released too many times');
+        if (v >= max) {
+          if (mine) Atomics.add(w, H0 + 2 * slot + 1, 1); // undo: we still hold it
+          throw new ValueError('semaphore or lock released too many times');
+        }
         const p = Atomics.compareExchange(w, 0, v, v + 1);
         if (p === v) break;
         v = p;
       }
     } else if (Atomics.add(w, 0, 1) >= SEM_VALUE_MAX) {
       Atomics.sub(w, 0, 1);
+      if (mine) Atomics.add(w, H0 + 2 * slot + 1, 1);
       throw new ValueError('semaphore value would overflow');
     }
     // A sleeper registers (word 1) before it checks the value; we changed the value before we

@@ -270,6 +270,50 @@ describe('Semaphore / BoundedSemaphore', () => {
   });
 });
 
+describe('Semaphore: counts held by a dead process', () => {
+  it('are returned to a waiter (ownerDied) when each process releases what it acquired', async () => {
+    const sem = new BoundedSemaphore(2);
+    const held = new Event();
+    sem.acquireSync();
+    sem.release(); // own acquire/release pairs keep recovery on
+    const p = fork(() => {
+      sem.acquireSync();
+      sem.acquireSync();
+      held.set();
+      setInterval(() => {}, 1000);
+    });
+    expect(held.waitSync(10_000)).toBe(true);
+    expect(sem.acquireSync({ block: false })).toBe(false);
+    p.kill();
+    const [ok, dt] = timed(() => sem.acquireSync({ timeout: 5000 }));
+    expect(ok).toBe(true);
+    expect(dt).toBeLessThan(1000);
+    expect(sem.ownerDied).toBe(true);
+    expect(sem.getValue()).toBe(1);
+    expect(await sem.acquire({ timeout: 1000 })).toBe(true);
+    expect(sem.ownerDied).toBe(false);
+    sem.release();
+    sem.release();
+    expect(() => sem.release()).toThrow(ValueError);
+  });
+
+  it('are not guessed at once a process released a count it did not acquire (CPython semantics)', async () => {
+    const sem = new Semaphore(0);
+    const held = new Event();
+    const p = fork(() => {
+      sem.release(); // signalling use: counts have no owner any more
+      sem.acquireSync();
+      held.set();
+      setInterval(() => {}, 1000);
+    });
+    expect(held.waitSync(10_000)).toBe(true);
+    p.kill();
+    await p.join(5000);
+    expect(sem.acquireSync({ timeout: 300 })).toBe(false);
+    expect(sem.getValue()).toBe(0);
+  });
+});
+
 describe('Event', () => {
   it('set/clear/isSet; wait times out accurately', async () => {
     const e = new Event();
