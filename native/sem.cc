@@ -115,9 +115,14 @@ class SemHandle : public Napi::ObjectWrap<SemHandle> {
   Napi::Value GetValue(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Check(env)) return env.Undefined();
+#if defined(__APPLE__)
+    // Declared but deprecated and unimplemented there (it would fail with ENOSYS anyway).
+    return ThrowErrno(env, ENOSYS, "sem_getvalue", name_.c_str());
+#else
     int v = 0;
     if (::sem_getvalue(sem_, &v) < 0) return ThrowErrno(env, errno, "sem_getvalue", name_.c_str());
     return Napi::Number::New(env, v);
+#endif
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
