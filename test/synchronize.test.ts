@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { AssertionError, BrokenBarrierError, ValueError } from '../lib/errors';
 import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, rebuild } from '../lib/synchronize';
-import { RawValue, RawArray } from '../lib/sharedctypes';
+import { RawValue, RawArray, Value, type SynchronizedValue } from '../lib/sharedctypes';
 import { kReduce } from '../lib/shared_memory';
+import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { ensureDist } from './helpers/dist';
 import { fork, joinAll } from './helpers/procs';
@@ -533,5 +534,42 @@ describe('worker_threads', () => {
     } finally {
       await worker.terminate();
     }
+  });
+});
+
+describe('reopening by name in an unrelated process', () => {
+  it('a spawned Node process attaches to a Lock, a Semaphore and a Value by their descriptions', () => {
+    const dist = ensureDist();
+    const lock = new Lock();
+    const sem = new Semaphore(3);
+    const v = Value('q', 40n) as SynchronizedValue<'q'>;
+    lock.acquireSync();
+    const desc = JSON.stringify({ lock: lock[kReduce](), sem: sem[kReduce](), v: v[kReduce]() });
+    const r = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `
+        const sync = require(${JSON.stringify(dist + '/synchronize.js')});
+        const ct = require(${JSON.stringify(dist + '/sharedctypes.js')});
+        const d = JSON.parse(process.argv[1]);
+        const lock = sync.rebuild(d.lock), sem = sync.rebuild(d.sem);
+        const v = ct.rebuildShared(d.v, sync.rebuild);
+        const out = { locked: lock.locked(), sem: sem.getValue() };
+        lock.release();               // any process may release a Lock
+        sem.acquireSync();
+        v.value = v.value + 2n;
+        out.v = String(v.value);
+        console.log(JSON.stringify(out));
+        `,
+        desc,
+      ],
+      { encoding: 'utf8', timeout: 10_000 },
+    );
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({ locked: true, sem: 3, v: '42' });
+    expect(lock.locked()).toBe(false);
+    expect(sem.getValue()).toBe(2);
+    expect(v.value).toBe(42n);
   });
 });
