@@ -40,19 +40,24 @@ function toPosixName(name: string): string {
  */
 export function createSegment(size: number, opts?: { name?: string | undefined; track?: boolean }): Segment {
   const track = opts?.track ?? true;
+  const chosen = opts?.name !== undefined;
   for (;;) {
-    const name = opts?.name !== undefined ? toPosixName(opts.name) : randomName();
-    // Announce first: a creator killed between shm_open and register would leak otherwise.
-    if (track) tracker.register(name, 'shared_memory');
+    const name = chosen ? toPosixName(opts.name as string) : randomName();
+    // A random name is announced before it exists: a creator killed between shm_open and the
+    // announcement would leak it otherwise. A chosen name is announced only once it is ours: it
+    // may belong to another process of this lineage, whose announcement a failed attempt here
+    // must not withdraw.
+    if (track && !chosen) tracker.register(name, 'shared_memory');
     let fd: number;
     try {
       fd = native.shmOpen(name, O_RDWR | O_CREAT | O_EXCL, 0o600);
     } catch (e) {
-      if (track) tracker.unregister(name, 'shared_memory');
+      if (track && !chosen) tracker.unregister(name, 'shared_memory');
       // A random name that exists already: astronomically unlikely, but try another.
-      if (opts?.name === undefined && (e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      if (!chosen && (e as NodeJS.ErrnoException).code === 'EEXIST') continue;
       throw e;
     }
+    if (track && chosen) tracker.register(name, 'shared_memory');
     try {
       native.ftruncate(fd, size);
       return { name, size, sab: native.mmap(fd, size, 0) };
