@@ -75,6 +75,8 @@ describe('SharedMemory', () => {
     expect(() => new SharedMemory({ name: '/' + name, create: true, size: 10 })).toThrow(
       expect.objectContaining({ code: 'EEXIST', syscall: 'shm_open', path: '/' + name }),
     );
+    // the failed attempt did not withdraw the first creation from the tracker
+    expect(isTracked('/' + name, 'shared_memory')).toBe(true);
   });
 
   it('missing name → ENOENT SystemError; too-small segment → EINVAL; unlink twice → ENOENT', () => {
