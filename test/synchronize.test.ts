@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AssertionError, BrokenBarrierError, ValueError } from '../lib/errors';
+import { getContext } from '../lib/index';
 import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, rebuild } from '../lib/synchronize';
 import { RawValue, RawArray, Value, type SynchronizedValue } from '../lib/sharedctypes';
 import { kReduce } from '../lib/shared_memory';
@@ -571,5 +572,22 @@ describe('reopening by name in an unrelated process', () => {
     expect(lock.locked()).toBe(false);
     expect(sem.getValue()).toBe(2);
     expect(v.value).toBe(42n);
+  });
+});
+
+describe('contexts', () => {
+  it('every context makes the synchronization and shared ctypes objects', () => {
+    const ctx = getContext('fork');
+    expect(ctx.Lock()).toBeInstanceOf(Lock);
+    expect(ctx.RLock()).toBeInstanceOf(RLock);
+    expect(ctx.Semaphore(2).getValue()).toBe(2);
+    expect(ctx.BoundedSemaphore()).toBeInstanceOf(BoundedSemaphore);
+    expect(ctx.Event()).toBeInstanceOf(Event);
+    expect(ctx.Condition()).toBeInstanceOf(Condition);
+    expect(ctx.Barrier(2).parties).toBe(2);
+    expect((ctx.Value('i', 3) as SynchronizedValue<'i'>).value).toBe(3);
+    expect(ctx.RawArray('d', 2)).toBeInstanceOf(Float64Array);
+    expect(ctx.RawValue('b', 1).value).toBe(1);
+    expect(ctx.Array('i', [1, 2], { lock: false })).toBeInstanceOf(Int32Array);
   });
 });
