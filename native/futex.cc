@@ -265,6 +265,9 @@ struct Waiter : public ModuleState {
                        reinterpret_cast<uintptr_t>(pending[i].addr), kWaitvU32, 0});
       }
       Unlock();
+      // Lost wake-ups: the scan above saw every word equal to its expected value, and the kernel
+      // compares each word with that same value atomically with going to sleep, so a change made
+      // after the scan (and its FUTEX_WAKE) makes futex_waitv fail with EAGAIN or return at once.
       // Any outcome (woken, EAGAIN = a word already differs, ETIMEDOUT, EINTR, EFAULT = a
       // cancelled buffer was unmapped meanwhile) leads to a rescan under the lock.
       long r = -1;
