@@ -591,3 +591,50 @@ describe('contexts', () => {
     expect(ctx.Array('i', [1, 2], { lock: false })).toBeInstanceOf(Int32Array);
   });
 });
+
+describe('async waits', () => {
+  it('many pending waits hold no thread-pool slot: fs still works', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const lock = new Lock();
+    const e = new Event();
+    lock.acquireSync();
+    const ac = new AbortController();
+    const waits = [
+      ...Array.from({ length: 8 }, () => lock.acquire({ signal: ac.signal })),
+      ...Array.from({ length: 8 }, () => e.wait(undefined, { signal: ac.signal })),
+    ];
+    const [, dt] = await timedAsync(() => Promise.all(Array.from({ length: 8 }, () => readFile(__filename))));
+    expect(dt).toBeLessThan(1000);
+    ac.abort();
+    const settled = await Promise.allSettled(waits);
+    expect(settled.every((s) => s.status === 'rejected' && (s.reason as { code: string }).code === 'ABORT_ERR')).toBe(true);
+    lock.release();
+  });
+
+  it('an aborted Condition.wait re-takes the lock and withdraws, so notify(1) reaches the next waiter', async () => {
+    const c = new Condition(new Lock());
+    await c.acquire();
+    const ac = new AbortController();
+    const aborted = c.wait(undefined, { signal: ac.signal });
+    setTimeout(() => ac.abort(), 20);
+    await expect(aborted).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    expect(c.lock._isMine()).toBe(true);
+    const woken = RawValue('i', 0);
+    const p = fork(() => {
+      c.acquireSync();
+      woken.value = c.waitSync(5000) ? 1 : 2;
+      c.release();
+    });
+    c.release();
+    // notify(1) until it lands: before the child waits it is a no-op (nobody registered); the
+    // aborted waiter must not be counted, or the first notify after the child waits would be lost.
+    for (let i = 0; i < 200 && woken.value === 0; i++) {
+      await c.acquire();
+      c.notify(1);
+      c.release();
+      await sleep(10);
+    }
+    await p.join(5000);
+    expect(woken.value).toBe(1);
+  });
+});
