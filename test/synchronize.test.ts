@@ -5,6 +5,7 @@ import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, re
 import { RawValue, RawArray, Value, type SynchronizedValue } from '../lib/sharedctypes';
 import { kReduce } from '../lib/shared_memory';
 import { spawnSync } from 'node:child_process';
+import { inspect } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { ensureDist } from './helpers/dist';
 import { fork, joinAll } from './helpers/procs';
@@ -619,6 +620,7 @@ describe('async waits', () => {
     setTimeout(() => ac.abort(), 20);
     await expect(aborted).rejects.toMatchObject({ code: 'ABORT_ERR' });
     expect(c.lock._isMine()).toBe(true);
+    expect(inspect(c)).toMatch(/, 0\)>$/); // no registered sleeper left behind
     const woken = RawValue('i', 0);
     const p = fork(() => {
       c.acquireSync();
