@@ -1,2 +1,6 @@
 // multiproc: Python's multiprocessing for Node.js. The Python-style layer.
 export * from './errors';
+export { Connection, Pipe, waitFor, waitForSync, Listener, Client } from './connection';
+export type { ConnectionOptions, Waitable, Address, Family, ListenerOptions, ClientOptions } from './connection';
+export { reduceHandle, registerRebuilder } from './reduction';
+export type { Reducible, Reduced, ReduceContext, RebuildContext } from './reduction';
