@@ -10,6 +10,5 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     teardownTimeout: 10_000,
-    globalSetup: ['test/global-setup.ts'],
   },
 });
