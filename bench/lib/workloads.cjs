@@ -1,0 +1,45 @@
+'use strict';
+// Workloads shared by every JS variant (and by the worker files of piscina / child_process).
+
+/** Naive trial division, deliberately CPU-bound (as bench/cpython/pool.py's factorize). */
+function factorize(n) {
+  const factors = [];
+  let d = 2;
+  while (d * d <= n) {
+    while (n % d === 0) {
+      factors.push(d);
+      n /= d;
+    }
+    d += 1;
+  }
+  if (n > 1) factors.push(n);
+  return factors;
+}
+
+/** Checksum of a list of factor lists (compared across variants: same work done). */
+function factorChecksum(lists) {
+  let s = 0;
+  for (const f of lists) for (const x of f) s = (s * 31 + x) % 1000000007;
+  return s;
+}
+
+const CPU_START = 1000000000;
+const CPU_COUNT = 10000;
+function cpuRange() {
+  return Array.from({ length: CPU_COUNT }, (_, i) => CPU_START + i);
+}
+
+/** CPython's default Pool.map chunksize: ceil(len / (4 * workers)). */
+function defaultChunksize(len, workers) {
+  let [c, extra] = [Math.floor(len / (workers * 4)), len % (workers * 4)];
+  if (extra) c += 1;
+  return Math.max(1, c);
+}
+
+function chunks(arr, size) {
+  const out = [];
+  for (let i = 0; i < arr.length; i += size) out.push(arr.slice(i, i + size));
+  return out;
+}
+
+module.exports = { factorize, factorChecksum, cpuRange, defaultChunksize, chunks, CPU_START, CPU_COUNT };
