@@ -28,33 +28,11 @@ if (mode === 'hello') {
   });
   process.send('ready');
 } else if (mode === 'pool-worker') {
-  // Round-robin pool worker: {id, op, arg} -> {id, result}. Ops: ident over a chunk, noop,
-  // factorize over a chunk, and run-source (a function shipped as source, compiled once).
-  const { factorize } = require('./workloads.cjs');
-  const compiled = new Map();
+  // Round-robin pool worker: {id, op, arg, src} -> {id, result} (ops in workloads.cjs).
+  const { runOp } = require('./workloads.cjs');
   process.on('message', (m) => {
     if (m === 'stop') return process.disconnect();
-    let result;
-    switch (m.op) {
-      case 'ident':
-        result = m.arg;
-        break;
-      case 'noop':
-        result = null;
-        break;
-      case 'factorize':
-        result = m.arg.map(factorize);
-        break;
-      case 'source': {
-        let fn = compiled.get(m.src);
-        if (!fn) compiled.set(m.src, (fn = (0, eval)(m.src)));
-        result = fn(...m.arg);
-        break;
-      }
-      default:
-        throw new Error(`unknown op ${m.op}`);
-    }
-    process.send({ id: m.id, result });
+    process.send({ id: m.id, result: runOp(m) });
   });
 } else {
   throw new Error(`children.cjs: unknown mode ${mode}`);

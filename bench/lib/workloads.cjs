@@ -42,4 +42,30 @@ function chunks(arr, size) {
   return out;
 }
 
-module.exports = { factorize, factorChecksum, cpuRange, defaultChunksize, chunks, CPU_START, CPU_COUNT };
+/**
+ * The task protocol of the Node pools (piscina and the child_process round-robin pool):
+ * { op: 'ident' | 'noop' | 'factorize' | 'source', arg, src }. 'factorize' takes a chunk;
+ * 'source' runs a function shipped as source text, compiled once per worker and cached (how a
+ * worker pool runs a function it has not seen before).
+ */
+const compiled = new Map();
+function runOp(m) {
+  switch (m.op) {
+    case 'ident':
+      return m.arg;
+    case 'noop':
+      return null;
+    case 'factorize':
+      return m.arg.map(factorize);
+    case 'source': {
+      let fn = compiled.get(m.src);
+      if (!fn) compiled.set(m.src, (fn = (0, eval)(m.src)));
+      return fn(...m.arg);
+    }
+    default:
+      throw new Error(`unknown op ${m.op}`);
+  }
+}
+
+module.exports = {
+  runOp, factorize, factorChecksum, cpuRange, defaultChunksize, chunks, CPU_START, CPU_COUNT };
