@@ -12,7 +12,43 @@ export interface NativeErrors {
 }
 
 // ---- native/fork.cc, native/wait.cc
-export interface NativeFork {}
+export interface ForkProbe {
+  /** The V8 platform task queue was located and passed its sanity checks. */
+  queue: boolean;
+  /** Why not, when `queue` is false. */
+  queueProblem: string;
+  /** Other threads sitting in epoll_wait (Node's delayed-task scheduler is 1; -1 unknown). */
+  loopThreads: number;
+}
+export interface WaitStatus {
+  pid: number;
+  status: number;
+  exitCode: number | null;
+  signal: number | null;
+}
+export interface FdWatchHandle {
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+export interface NativeFork {
+  forkProbe(): ForkProbe;
+  /** fork() with the child-side fix-ups; 0 in the child. */
+  fork(deathSignal: boolean): number;
+  /** Process children only: quiet the inherited loop, schedule `bootstrap`, unwind the JS stack. */
+  childDetach(keepFds: number[], bootstrap: () => void, onIdle: (phase: number) => boolean): void;
+  getpid(): number;
+  getppid(): number;
+  setsid(): number;
+  exit(code: number): never;
+  waitpid(pid: number, noHang: boolean): WaitStatus | null;
+  kill(pid: number, signal: number): void;
+  /** -1 where pidfds do not exist. */
+  pidfdOpen(pid: number): number;
+  /** Blocks until `fd` is readable (true) or `timeoutMs` passed (false); -1 waits forever. */
+  waitReadable(fd: number, timeoutMs: number): boolean;
+  FdWatch: new (fd: number, callback: () => void) => FdWatchHandle;
+}
 
 
 

@@ -1,0 +1,179 @@
+// Start methods and contexts: CPython's multiprocessing.context.
+import { MultiprocError, RuntimeError, ValueError, invalidArgType } from './errors';
+import { isForkSafe } from './forksafe';
+import { forkPopen } from './popen/fork';
+import type { PopenFactory } from './popen/types';
+import {
+  activeChildren,
+  cpuCount,
+  currentProcess,
+  parentProcess,
+  Process,
+  setPopenResolver,
+  type ProcessOptions,
+} from './process';
+
+export type StartMethod = 'fork' | 'forkserver' | 'spawn';
+
+const METHODS: readonly StartMethod[] = ['fork', 'forkserver', 'spawn'];
+
+const factories = new Map<StartMethod, PopenFactory>([['fork', forkPopen]]);
+
+/** @internal For the forkserver and spawn start methods to plug themselves in. */
+export function registerStartMethod(method: StartMethod, factory: PopenFactory): void {
+  factories.set(method, factory);
+}
+
+function factoryFor(method: StartMethod): PopenFactory {
+  const f = factories.get(method);
+  if (f === undefined) {
+    throw new MultiprocError(
+      `the '${method}' start method is not available yet in this version of multiproc; ` +
+        "use 'fork' (run the program with `npx multiproc app.js` to make it fork-safe)",
+      'ERR_MP_START_METHOD_UNAVAILABLE',
+    );
+  }
+  return f;
+}
+
+let bootstrapping = false;
+/** @internal Set by spawn/forkserver children while they import the main module. */
+export function setBootstrapping(v: boolean): void {
+  bootstrapping = v;
+}
+
+function defaultMethod(): StartMethod {
+  if (process.platform === 'win32') return 'spawn';
+  return isForkSafe() ? 'fork' : 'forkserver';
+}
+
+function checkMethod(method: unknown): asserts method is StartMethod {
+  if (typeof method !== 'string') throw invalidArgType('method', 'of type string', method);
+  if (!METHODS.includes(method as StartMethod)) throw new ValueError(`cannot find context for '${method}'`);
+}
+
+/** Everything a context offers; the module-level functions are those of the default context. */
+export abstract class BaseContext {
+  #ProcessClass: typeof Process | undefined;
+
+  abstract getStartMethod(options?: { allowNone?: boolean }): StartMethod | null;
+  abstract setStartMethod(method: StartMethod | null, options?: { force?: boolean }): void;
+
+  /** Process bound to this context (its start method starts it). */
+  get Process(): typeof Process {
+    if (this.#ProcessClass === undefined) {
+      const ctx = this;
+      this.#ProcessClass = class extends Process {
+        constructor(options: ProcessOptions = {}) {
+          super({ ...options, ctx: options.ctx ?? ctx });
+        }
+      };
+      Object.defineProperty(this.#ProcessClass, 'name', { value: 'Process' });
+    }
+    return this.#ProcessClass;
+  }
+
+  getContext(method?: StartMethod | null): Context {
+    if (method === undefined || method === null) return defaultContext.getContext();
+    checkMethod(method);
+    return concrete[method];
+  }
+
+  getAllStartMethods(): StartMethod[] {
+    if (process.platform === 'win32') return ['spawn'];
+    const first = defaultMethod();
+    return [first, ...METHODS.filter((m) => m !== first)];
+  }
+
+  cpuCount(): number {
+    return cpuCount();
+  }
+  activeChildren(): Process[] {
+    return activeChildren();
+  }
+  currentProcess(): Process {
+    return currentProcess();
+  }
+  parentProcess(): ReturnType<typeof parentProcess> {
+    return parentProcess();
+  }
+  isForkSafe(): boolean {
+    return isForkSafe();
+  }
+  isMainProcess(): boolean {
+    return !bootstrapping;
+  }
+}
+
+/** A context with a fixed start method (getContext('fork')). */
+export class Context extends BaseContext {
+  readonly method: StartMethod;
+  constructor(method: StartMethod) {
+    super();
+    this.method = method;
+  }
+  override getStartMethod(): StartMethod {
+    return this.method;
+  }
+  override setStartMethod(): void {
+    throw new ValueError('cannot set start method of concrete context');
+  }
+  override getContext(method?: StartMethod | null): Context {
+    if (method === undefined || method === null) return this;
+    return super.getContext(method);
+  }
+}
+
+/** The module-level context: its start method is chosen once (setStartMethod) or defaulted. */
+export class DefaultContext extends BaseContext {
+  #actual: Context | null = null;
+
+  override getContext(method?: StartMethod | null): Context {
+    if (method === undefined || method === null) {
+      if (this.#actual === null) this.#actual = concrete[defaultMethod()];
+      return this.#actual;
+    }
+    return super.getContext(method);
+  }
+
+  override setStartMethod(method: StartMethod | null, options: { force?: boolean } = {}): void {
+    if (this.#actual !== null && !options.force) throw new RuntimeError('context has already been set');
+    if (method === null && options.force) {
+      this.#actual = null;
+      return;
+    }
+    checkMethod(method);
+    this.#actual = concrete[method];
+  }
+
+  override getStartMethod(options: { allowNone?: boolean } = {}): StartMethod | null {
+    if (this.#actual === null) {
+      if (options.allowNone) return null;
+      this.#actual = concrete[defaultMethod()];
+    }
+    return this.#actual.method;
+  }
+}
+
+const concrete: Record<StartMethod, Context> = {
+  fork: new Context('fork'),
+  forkserver: new Context('forkserver'),
+  spawn: new Context('spawn'),
+};
+
+export const defaultContext = new DefaultContext();
+
+setPopenResolver((ctx) => {
+  const method = ctx?.getStartMethod() ?? defaultContext.getStartMethod();
+  return factoryFor(method as StartMethod);
+});
+
+// Module-level functions (those of the default context).
+export const getContext = (method?: StartMethod | null): Context => defaultContext.getContext(method);
+export const setStartMethod = (method: StartMethod | null, options?: { force?: boolean }): void =>
+  defaultContext.setStartMethod(method, options);
+export const getStartMethod = (options?: { allowNone?: boolean }): StartMethod | null =>
+  defaultContext.getStartMethod(options);
+export const getAllStartMethods = (): StartMethod[] => defaultContext.getAllStartMethods();
+export const isMainProcess = (): boolean => defaultContext.isMainProcess();
+export { isForkSafe };

@@ -1,0 +1,196 @@
+// The child side of a fork: what JavaScript must fix after native fork() returns 0.
+//
+// Raw posix.fork() children get only `afterForkInChild()` (C semantics: the parent's program
+// continues). Process children additionally get `detachChild()`: the inherited event sources go
+// quiet and the parent's JS stack unwinds, then the target runs from a fresh stack and the child
+// exits when the target is done and nothing it started is left (DESIGN.md, "What a forked child
+// inherits").
+import * as fs from 'node:fs';
+
+import { native } from '../native';
+
+// ---- timers and immediates: ownership by process
+//
+// Node keeps JS timers in module-private lists driven by one uv timer, so a child cannot list
+// the timers it inherited. Instead, from the moment this library loads, every Timeout and
+// Immediate records which process created it: the constructors assign `_onTimeout` /
+// `_onImmediate`, which we turn into accessors on the prototypes. In another process the getter
+// answers "cleared" for a Timeout (Node's list code then drops it and fixes its ref count) and a
+// no-op for an Immediate. Timers created before this library was loaded are not covered (the
+// `multiproc` bin preloads the library so that none are).
+
+/** Identity of the current process for timer ownership; replaced in each Process child. */
+let owner: object = {};
+/** In a Process child: the timers/immediates it created, to decide its natural exit. */
+let childTimers: Set<object> | null = null;
+let refedSymbol: symbol | undefined;
+const kOwner = Symbol('multiproc.owner');
+const kCallback = Symbol('multiproc.callback');
+const noop = (): void => {};
+
+type Owned = Record<symbol, unknown> & { _destroyed?: boolean };
+
+function noteChildTimer(t: object): void {
+  const set = childTimers;
+  if (set === null) return;
+  set.add(t);
+  if (set.size > 4096) {
+    for (const x of set) if ((x as Owned)._destroyed) set.delete(x);
+  }
+}
+
+function guard(proto: object, prop: string, foreign: () => unknown): void {
+  const existing = Object.getOwnPropertyDescriptor(proto, prop);
+  if (existing !== undefined) return; // already installed (library loaded twice)
+  Object.defineProperty(proto, prop, {
+    configurable: true,
+    enumerable: false,
+    get(this: Owned) {
+      return this[kOwner] === owner ? this[kCallback] : foreign();
+    },
+    set(this: Owned, v: unknown) {
+      if (this[kOwner] !== owner) {
+        this[kOwner] = owner;
+        noteChildTimer(this);
+      }
+      this[kCallback] = v;
+    },
+  });
+}
+
+let guardsInstalled = false;
+export function installTimerGuards(): void {
+  if (guardsInstalled) return;
+  guardsInstalled = true;
+  const t = setTimeout(noop, 0);
+  const i = setImmediate(noop);
+  clearTimeout(t);
+  clearImmediate(i);
+  refedSymbol = Object.getOwnPropertySymbols(t).find((s) => s.description === 'refed');
+  guard(Object.getPrototypeOf(t) as object, '_onTimeout', () => undefined);
+  guard(Object.getPrototypeOf(i) as object, '_onImmediate', () => noop);
+}
+
+/** Timers/immediates created by this child that are pending and keep the process alive. */
+function childTimersAlive(): boolean {
+  if (childTimers === null) return false;
+  for (const t of childTimers) {
+    const o = t as Owned;
+    if (o._destroyed) {
+      childTimers.delete(t);
+      continue;
+    }
+    if (refedSymbol === undefined || o[refedSymbol] === true) return true;
+  }
+  return false;
+}
+
+// ---- every forked child
+
+/**
+ * First thing after fork() in any child: the process identity (process.pid/ppid are values
+ * captured at startup) and an exit that does not run Node's teardown (which would join threads
+ * that do not exist here): 'exit' listeners run, then _exit.
+ */
+export function afterForkInChild(parentPid: number): void {
+  const pid = native.getpid();
+  Object.defineProperty(process, 'pid', { value: pid, writable: false, configurable: true, enumerable: true });
+  Object.defineProperty(process, 'ppid', { value: parentPid, writable: true, configurable: true, enumerable: true });
+  // Natural exit reaches process.emit('exit') (from C++) and then Node's teardown: end right
+  // after the 'exit' listeners instead. process.exit() and fatal errors already end in the native
+  // exit handler installed by fork.
+  const emit = process.emit;
+  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]): boolean {
+    const r = (emit as (e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
+    if (event === 'exit') native.exit(typeof process.exitCode === 'number' ? process.exitCode : Number(args[0] ?? 0));
+    return r;
+  } as typeof process.emit;
+}
+
+// ---- Process children
+
+const PARENT_EVENTS = [
+  'exit',
+  'beforeExit',
+  'uncaughtException',
+  'uncaughtExceptionMonitor',
+  'unhandledRejection',
+  'rejectionHandled',
+  'message',
+  'disconnect',
+];
+
+/** Listeners the parent installed must not fire in the child. */
+function dropParentListeners(): void {
+  for (const ev of process.eventNames()) {
+    if (typeof ev !== 'string') continue;
+    if (PARENT_EVENTS.includes(ev) || /^SIG[A-Z0-9]+$/.test(ev)) process.removeAllListeners(ev);
+  }
+}
+
+/**
+ * The IPC channel of a parent started by child_process.fork (e.g. a vitest worker) must never be
+ * read or written by this child: its watcher is already disarmed; here process.send becomes a
+ * no-op and the descriptor is pointed at /dev/null so that nothing can reach the parent's peer.
+ */
+function cutIpcChannel(): void {
+  const channel = (process as { channel?: { fd?: number } }).channel;
+  if (channel === undefined) return;
+  const fd = channel.fd;
+  if (typeof fd === 'number' && fd > 2) {
+    const nul = fs.openSync('/dev/null', 'r+');
+    try {
+      native.dup2(nul, fd);
+    } finally {
+      fs.closeSync(nul);
+    }
+  }
+  process.send = (() => false) as typeof process.send;
+  process.disconnect = noop;
+}
+
+export interface ChildRun {
+  /** Runs the target; its promise settles when the target is done. */
+  run(): Promise<void>;
+  /** Called first on the child's fresh stack (library state for the new process). */
+  init(): void;
+}
+
+/**
+ * In a Process child right after fork(): never returns. The parent's JS stack unwinds (V8
+ * terminate), then `child.init()` and `child.run()` run on the next loop turn; the child exits
+ * with the target's outcome once nothing it started is pending.
+ */
+export function detachChild(keepFds: number[], child: ChildRun): never {
+  owner = {};
+  childTimers = new Set();
+  let settled = false;
+  const bootstrap = (): void => {
+    dropParentListeners();
+    cutIpcChannel();
+    process.exitCode = undefined;
+    child.init();
+    child.run().then(
+      () => {
+        settled = true;
+      },
+      () => {
+        // run() reports its own errors and exits; nothing reaches here.
+        settled = true;
+      },
+    );
+  };
+  const onIdle = (phase: number): boolean => {
+    if (!settled || childTimersAlive()) return false;
+    if (phase === 0) {
+      process.emit('beforeExit', typeof process.exitCode === 'number' ? process.exitCode : 0);
+      return true;
+    }
+    process.exit();
+  };
+  native.childDetach(keepFds, bootstrap, onIdle);
+  // V8 was asked to terminate: this loop's first back-edge check unwinds the whole stack.
+  for (;;) {
+    /* unreachable once the termination lands */
+  }
+}
