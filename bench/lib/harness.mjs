@@ -287,15 +287,39 @@ function commandFor(spec, v, file) {
 }
 
 let outSeq = 0;
+let liveGroup = 0; // process group of the sample running now (for Ctrl-C)
+
+/** Kill a sample's whole process group; true if anything was still in it. */
+function killGroup(pgid) {
+  try {
+    process.kill(-pgid, 0);
+  } catch {
+    return false; // ESRCH: nothing left
+  }
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {}
+  return true;
+}
+
+function onSignal(sig) {
+  if (liveGroup) killGroup(liveGroup);
+  process.exit(sig === 'SIGINT' ? 130 : 143);
+}
+
 function runSample(spec, v, file, cfg, timeoutMs) {
   const { cmd, args } = commandFor(spec, v, file);
   const out = path.join(os.tmpdir(), `mp-bench-${process.pid}-${outSeq++}.json`);
   return new Promise((resolve) => {
     const s0 = cpuSample();
+    // Own process group: a timeout or Ctrl-C kills the sample with every process it forked (a
+    // hung fork child would otherwise outlive us and spin on a shared machine).
     const child = spawn(cmd, args, {
+      detached: true,
       stdio: ['ignore', 'inherit', 'pipe'],
       env: { ...process.env, BENCH_OUT: out, BENCH_CFG: JSON.stringify(cfg), BENCH_ROOT_PID: String(process.pid), BENCH_HZ: String(hz()) },
     });
+    liveGroup = child.pid;
     let errTail = '';
     child.stderr.on('data', (d) => {
       process.stderr.write(d);
@@ -304,10 +328,12 @@ function runSample(spec, v, file, cfg, timeoutMs) {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      killGroup(child.pid);
     }, timeoutMs);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      liveGroup = 0;
+      const leftovers = killGroup(child.pid);
       const whole = externalLoad(s0, cpuSample());
       let res;
       try {
@@ -317,6 +343,7 @@ function runSample(spec, v, file, cfg, timeoutMs) {
       }
       fs.rmSync(out, { force: true });
       if (res && code === 0) {
+        if (leftovers) res.notes = [...(res.notes ?? []), 'the sample left processes running after it ended (killed)'];
         resolve({ ...res, whole });
         return;
       }
@@ -353,6 +380,8 @@ export async function benchMain(spec) {
     }
   }
   const runnable = variants.filter((v) => !results.get(v.id).unavailable);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const timeoutMs = (opts.quick ? 60 : 600) * 1000;
   process.stderr.write(`${spec.name}: ${opts.rounds} rounds, ${opts.quick ? 'quick' : 'full'} sizes, ext-limit ${opts.extLimit} cores\n`);
   for (let r = 0; r < opts.rounds; r++) {
