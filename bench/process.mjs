@@ -3,8 +3,15 @@
 //   node bench/process.mjs [--quick] [--rounds N] [--json out.json]
 import { fork } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { benchMain, median, BENCH_DIR } from './lib/harness.mjs';
+
+const require = createRequire(import.meta.url);
+const { speedSuite } = require('./lib/workloads.cjs');
+const WORKLOADS = path.join(BENCH_DIR, 'lib', 'workloads.cjs');
 
 const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
 const CHILD = path.join(BENCH_DIR, 'lib', 'children.cjs');
@@ -72,18 +79,70 @@ async function altSeries(once, n, rec) {
   });
 }
 
+// --- child speed (DESIGN.md fact 9): the same fresh code timed in the parent, then in a child ---
+
+const SPEED_KEYS = ['hot', 'calls', 'factor'];
+const speedParams = (cfg) => ({ hot_iters: cfg.hot_iters, calls: cfg.calls, factor_count: cfg.factor_count });
+
+async function speedRows(rec, childRun, cfg) {
+  await rec.step('', async () => {
+    const parent = speedSuite(speedParams(cfg));
+    const kid = await childRun(speedParams(cfg));
+    if (kid.checksum !== parent.checksum) throw new Error('child computed a different result');
+    return Object.fromEntries(SPEED_KEYS.map((k) => [`speed_${k}`, kid[`${k}_ms`] / parent[`${k}_ms`]]));
+  });
+}
+
+async function oursSpeedChild(mp, params) {
+  // The child reports through a file: this row needs nothing from the library but Process.
+  const file = path.join(os.tmpdir(), `mp-bench-speed-${process.pid}.json`);
+  const p = new mp.Process({ target: () => fs.writeFileSync(file, JSON.stringify(speedSuite(params))) });
+  p.start();
+  await p.join();
+  if (p.exitCode !== 0) throw new Error(`child exit code ${p.exitCode}`);
+  const r = JSON.parse(fs.readFileSync(file, 'utf8'));
+  fs.rmSync(file);
+  return r;
+}
+
+function cpSpeedChild(params) {
+  return new Promise((resolve, reject) => {
+    const c = fork(CHILD, ['speed']);
+    let result;
+    c.once('message', (m) => (result = m));
+    c.once('error', reject);
+    c.once('exit', (code) => (code === 0 && result ? resolve(result) : reject(new Error(`child exit ${code}`))));
+    c.send(params);
+  });
+}
+
+function workerSpeedChild(params) {
+  const code = `const { parentPort, workerData } = require('node:worker_threads');
+    parentPort.postMessage(require(workerData.file).speedSuite(workerData.params));`;
+  return new Promise((resolve, reject) => {
+    const w = new Worker(code, { eval: true, workerData: { file: WORKLOADS, params } });
+    let result;
+    w.once('message', (m) => (result = m));
+    w.once('error', reject);
+    w.once('exit', (code) => (code === 0 && result ? resolve(result) : reject(new Error(`worker exit ${code}`))));
+  });
+}
+
 await benchMain({
   name: 'process',
   title: 'Process start: trivial child (bench/process.mjs)',
   file: import.meta.url,
-  full: { n_proc: 200, n_slow: 30, n_heap: 40, heap_mb: [50, 500] },
-  quick: { n_proc: 20, n_slow: 5, n_heap: 5, heap_mb: [50, 500] },
+  full: { n_proc: 200, n_slow: 30, n_heap: 40, heap_mb: [50, 500], hot_iters: 600, calls: 20000000, factor_count: 10000 },
+  quick: { n_proc: 20, n_slow: 5, n_heap: 5, heap_mb: [50, 500], hot_iters: 300, calls: 5000000, factor_count: 3000 },
   metrics: [
     { key: 'start_ready_ms', label: 'start until the child has run (ours, CPython: start+join; child_process, Worker: first message)', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'start_exit_ms', label: 'start until the child exited and was reaped', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'start_call_ms', label: 'of which the start() call', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'heap50_ms', label: 'start+join with a 50 MB parent heap', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'heap500_ms', label: 'start+join with a 500 MB parent heap', unit: 'ms', better: 'lower', digits: 2 },
+    { key: 'speed_hot', noRatio: true, label: 'child speed: hot loop, time in child / time in parent (1 = same speed)', unit: '×', better: 'lower', digits: 2 },
+    { key: 'speed_calls', noRatio: true, label: 'child speed: call-heavy loop, child / parent', unit: '×', better: 'lower', digits: 2 },
+    { key: 'speed_factor', noRatio: true, label: 'child speed: factorisation, child / parent', unit: '×', better: 'lower', digits: 2 },
   ],
   variants: [
     {
@@ -127,5 +186,10 @@ await benchMain({
       metrics: ['start_ready_ms', 'start_exit_ms'],
       run: (cfg, rec) => altSeries(workerOnce, cfg.n_slow, rec),
     },
+    { id: 'ours_speed', label: 'multiproc Process (fork) child', side: 'ours', requires: ['Process'], metrics: ['speed_hot', 'speed_calls', 'speed_factor'], run: (cfg, rec, mp) => speedRows(rec, (p) => oursSpeedChild(mp, p), cfg) },
+    { id: 'cpython_speed', label: 'CPython multiprocessing.Process (fork) child (no JIT)', side: 'python', script: 'child_speed.py', metrics: ['speed_hot', 'speed_calls', 'speed_factor'] },
+    { id: 'cp_speed', label: 'child_process.fork child', side: 'node', metrics: ['speed_hot', 'speed_calls', 'speed_factor'], run: (cfg, rec) => speedRows(rec, cpSpeedChild, cfg) },
+    { id: 'worker_speed', label: 'Worker thread', side: 'node', metrics: ['speed_hot', 'speed_calls', 'speed_factor'], run: (cfg, rec) => speedRows(rec, workerSpeedChild, cfg) },
   ],
+  notes: ['child speed: every process compiles the workload afresh (unique source); ours runs under --single-threaded (no background JIT threads), the Node alternatives do not'],
 });

@@ -27,6 +27,10 @@ if (mode === 'hello') {
     process.send(null, () => process.disconnect());
   });
   process.send('ready');
+} else if (mode === 'speed') {
+  // Child speed: run the suite once with the parameters given, send the timings.
+  const { speedSuite } = require('./workloads.cjs');
+  process.once('message', (params) => process.send(speedSuite(params), () => process.disconnect()));
 } else if (mode === 'pool-worker') {
   // Round-robin pool worker: {id, op, arg, src} -> {id, result} (ops in workloads.cjs).
   const { runOp } = require('./workloads.cjs');

@@ -462,7 +462,8 @@ function buildReport(spec, variants, results, opts) {
         cell += ` [${s.kept}/${s.total}]`;
       }
       let ratio = '';
-      if (v.side !== 'ours' && s) {
+      if (v.side !== 'ours' && s && m.noRatio) ratio = 'n/a (a ratio of ratios)';
+      else if (v.side !== 'ours' && s) {
         const parts = [];
         for (const o of oursVs) {
           const os_ = sums.get(o.id);

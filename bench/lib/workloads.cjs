@@ -67,5 +67,31 @@ function runOp(m) {
   }
 }
 
+/**
+ * Speed of ordinary JS in this process (DESIGN.md fact 9: is a forked child slower?). Every
+ * function is compiled fresh here (unique source), so each process pays its own JIT warm-up:
+ * a self-contained hot loop, a call-heavy loop (2e6 calls of a small function), and the
+ * factorisation. Returns milliseconds per part.
+ */
+function speedSuite({ hot_iters, calls, factor_count }) {
+  const tag = `${process.pid} ${process.hrtime.bigint()} ${Math.random()}`;
+  const now = () => Number(process.hrtime.bigint()) / 1e6;
+  const hotF = new Function('n', `/* hot ${tag} */ let s = 0; for (let i = 0; i < n; i++) s = (s + i * i) % 1000003; return s;`);
+  const g = new Function('x', `/* g ${tag} */ return (x * 31 + 7) % 1009;`);
+  const fact = new Function(`/* f ${tag} */ return ${factorize.toString()}`)();
+  let s = 0;
+  let t = now();
+  for (let i = 0; i < hot_iters; i++) s += hotF(20000 + i);
+  const hot = now() - t;
+  t = now();
+  for (let i = 0; i < calls; i++) s += g(i);
+  const call = now() - t;
+  t = now();
+  for (let i = 0; i < factor_count; i++) s += fact(CPU_START + i).length;
+  const factor = now() - t;
+  return { hot_ms: hot, calls_ms: call, factor_ms: factor, checksum: s };
+}
+
 module.exports = {
+  speedSuite,
   runOp, factorize, factorChecksum, cpuRange, defaultChunksize, chunks, CPU_START, CPU_COUNT };
