@@ -96,8 +96,10 @@ async function cpuSpeedup(rec, P, nums, prefix) {
     return dt;
   });
   const v = rec.values;
-  v[`${prefix}_speedup`] = v[`${prefix}_serial_s`] / v[`${prefix}_pool_s`];
-  rec.ext[`${prefix}_speedup`] = Math.max(rec.ext[`${prefix}_serial_s`], rec.ext[`${prefix}_pool_s`]);
+  if (v[`${prefix}_serial_s`] !== undefined && v[`${prefix}_pool_s`] !== undefined) {
+    v[`${prefix}_speedup`] = v[`${prefix}_serial_s`] / v[`${prefix}_pool_s`];
+    rec.ext[`${prefix}_speedup`] = Math.max(rec.ext[`${prefix}_serial_s`], rec.ext[`${prefix}_pool_s`]);
+  }
   rec.note(`${prefix}: ${nums.length} numbers, factorisation checksum ${ref}`);
 }
 

@@ -67,7 +67,7 @@ function workerOnce() {
 
 async function altSeries(once, n, rec) {
   for (let i = 0; i < 2; i++) await once(); // warm-up
-  await rec.step('', async () => {
+  await rec.step(['start_ready_ms', 'start_exit_ms'], async () => {
     const ready = [];
     const exit = [];
     for (let i = 0; i < n; i++) {
@@ -85,7 +85,7 @@ const SPEED_KEYS = ['hot', 'calls', 'factor'];
 const speedParams = (cfg) => ({ hot_iters: cfg.hot_iters, calls: cfg.calls, factor_count: cfg.factor_count });
 
 async function speedRows(rec, childRun, cfg) {
-  await rec.step('', async () => {
+  await rec.step(['speed_hot', 'speed_calls', 'speed_factor'], async () => {
     const parent = speedSuite(speedParams(cfg));
     const kid = await childRun(speedParams(cfg));
     if (kid.checksum !== parent.checksum) throw new Error('child computed a different result');
@@ -153,7 +153,7 @@ await benchMain({
       metrics: ['start_ready_ms', 'start_exit_ms', 'start_call_ms', 'heap50_ms', 'heap500_ms'],
       async run(cfg, rec, mp) {
         await oursStartJoin(mp, 3); // warm-up
-        await rec.step('', async () => {
+        await rec.step(['start_ready_ms', 'start_exit_ms', 'start_call_ms'], async () => {
           const r = await oursStartJoin(mp, cfg.n_proc);
           return { start_ready_ms: r.tot, start_exit_ms: r.tot, start_call_ms: r.st };
         });

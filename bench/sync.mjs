@@ -66,7 +66,7 @@ async function twoProcs(mp, n, body) {
 
 async function oursValue(cfg, rec, mp) {
   const n = cfg.n_value;
-  await rec.step('', async () => {
+  await rec.step(['value_2proc_ops', 'value_1proc_ops'], async () => {
     const v = mp.Value('i', 0);
     const lock = v.getLock();
     const wall = await twoProcs(mp, n, (k) => {
@@ -151,7 +151,7 @@ async function oursWake(cfg, rec, mp, form) {
 }
 
 async function oursShm(cfg, rec, mp) {
-  await rec.step('', () => {
+  await rec.step(['shm_create_us', 'shm_attach_us', 'shm_close_unlink_us'], () => {
     const cr = [];
     const at = [];
     const cu = [];

@@ -225,12 +225,26 @@ export function requireMethod(obj, method, what) {
 export class Recorder {
   values = {};
   ext = {};
+  errors = {};
   notes = [];
 
-  /** Run fn, record the number or {key: number} it returns and the external load meanwhile. */
+  /**
+   * Run fn, record the number (for `key`) or the {key: number} (for the keys in array `key`) it
+   * returns, and the external load meanwhile. A failing step records its error for its keys and
+   * the sample goes on with the next step (Unavailable still ends the sample).
+   */
   async step(key, fn) {
     const s0 = cpuSample();
-    const r = await fn();
+    let r;
+    try {
+      r = await fn();
+    } catch (e) {
+      if (e instanceof Unavailable) throw e;
+      const msg = String(e?.stack ?? e).split('\n').slice(0, 2).join(' ').slice(0, 200);
+      process.stderr.write(`    step ${key} failed: ${e?.stack ?? e}\n`);
+      for (const k of Array.isArray(key) ? key : [key]) this.errors[k] = msg;
+      return undefined;
+    }
     const load = externalLoad(s0, cpuSample());
     const vals = typeof r === 'number' ? { [key]: r } : r;
     for (const [k, v] of Object.entries(vals)) {
@@ -258,7 +272,7 @@ async function childMain(spec, opts) {
     if (!(e instanceof Unavailable)) throw e;
     unavailable = e.message;
   }
-  const out = JSON.stringify({ values: rec.values, ext: rec.ext, notes: rec.notes, unavailable });
+  const out = JSON.stringify({ values: rec.values, ext: rec.ext, errors: rec.errors, notes: rec.notes, unavailable });
   if (process.env.BENCH_OUT) fs.writeFileSync(process.env.BENCH_OUT, out);
   else fs.writeSync(1, out + '\n');
   // Do not let a handle someone left open (a pool, a tracker) keep the sample alive.
@@ -453,7 +467,7 @@ function buildReport(spec, variants, results, opts) {
       let cell;
       if (res.unavailable) cell = res.unavailable;
       else if (!s) {
-        const err = res.rounds.find((x) => x.error)?.error;
+        const err = res.rounds.find((x) => x.errors?.[m.key])?.errors[m.key] ?? res.rounds.find((x) => x.error)?.error;
         cell = err ? `error: ${err}` : 'no result';
       } else {
         anyBusy ||= s.busy;
