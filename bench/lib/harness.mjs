@@ -240,7 +240,7 @@ export class Recorder {
       r = await fn();
     } catch (e) {
       if (e instanceof Unavailable) throw e;
-      const msg = String(e?.stack ?? e).split('\n').slice(0, 2).join(' ').slice(0, 200);
+      const msg = `${e?.name ?? 'Error'}: ${String(e?.message ?? e).split('\n')[0]}`.slice(0, 200);
       process.stderr.write(`    step ${key} failed: ${e?.stack ?? e}\n`);
       for (const k of Array.isArray(key) ? key : [key]) this.errors[k] = msg;
       return undefined;
