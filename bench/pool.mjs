@@ -211,6 +211,10 @@ await benchMain({
     { id: 'piscina', label: 'piscina (2 worker threads)', side: 'node', metrics: ALL, run: (c, r) => poolSuite(c, r, piscinaPool()) },
     { id: 'cp_pool', label: 'child_process.fork round-robin pool of 2', side: 'node', metrics: ALL, run: (c, r) => poolSuite(c, r, cpPool) },
   ],
+  targets: [
+    ...['map_chunk1_tps', 'map_default_tps', 'apply_rtt_us'].map((metric) => ({ metric, vs: 'cpython', atLeast: 1 })),
+    ...['map_chunk1_tps', 'apply_rtt_us', 'cpu_big_speedup'].map((metric) => ({ metric, vs: 'piscina', atLeast: 1 })),
+  ],
   notes: [
     'new function: ours gets a fresh function object; CPython, piscina and the child_process pool get its source text and compile it once per worker (pickle and structured clone cannot carry code)',
     'factorisation: 1,000,000,000 + 0..count by trial division (10,000 numbers; bigger range 200,000); every variant checks the parallel result against its serial one',

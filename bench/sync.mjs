@@ -302,5 +302,6 @@ await benchMain({
     { id: 'worker_waitasync', label: 'worker_threads + Atomics.waitAsync (threads)', side: 'node', metrics: ['wake_async_us'], run: (c, r) => workerWake(c, r, 'async') },
     { id: 'cp_ipc', label: 'child_process IPC message (process.send)', side: 'node', metrics: ['wake_async_us'], run: cpWake },
   ],
+  targets: ['lock_ns', 'value_2proc_ops', 'wake_sync_us', 'shm_create_us', 'shm_attach_us'].map((metric) => ({ metric, vs: 'cpython', atLeast: 1 })),
   notes: ['wake latency: one-way, timestamps from CLOCK_MONOTONIC in both processes; a 1 ms gap before each set() lets the waiter block again'],
 });

@@ -169,7 +169,7 @@ export function parseArgs(argv = process.argv.slice(2)) {
   if (o.rounds === undefined) o.rounds = 3;
   // Seconds to wait for a quiet machine before each sample (the anchor waits up to 600 s; on a
   // machine shared with builds we rather measure and mark the result disturbed).
-  if (o.maxWait === undefined) o.maxWait = o.quick ? 2 : 20;
+  if (o.maxWait === undefined) o.maxWait = o.quick ? 2 : 10;
   return o;
 }
 
@@ -178,7 +178,7 @@ export const USAGE = `options:
   --rounds N         rounds per variant (default 3); the report gives the median over
                      undisturbed rounds and the min..max range
   --json FILE        also write every raw sample (values + external load) as JSON
-  --max-wait S       seconds to wait for a quiet machine before each sample (default 20, quick 2)
+  --max-wait S       seconds to wait for a quiet machine before each sample (default 10, quick 2)
   --ext-limit C      external load (cores) above which a step counts as disturbed (default 0.10)
   --variants a,b     only these variants (ids as printed)`;
 
@@ -442,6 +442,27 @@ function summarize(rounds, key, limit) {
   return { median: median(vals), min: Math.min(...vals), max: Math.max(...vals), n: vals.length, kept: clean.length, total: rounds.length, busy };
 }
 
+/** "target: ours >= N× vs <alt> on <metric>: met / MISSED / not measured", per ours variant. */
+function targetLine(spec, variants, results, summary, t) {
+  const m = spec.metrics.find((x) => x.key === t.metric);
+  const alt = variants.find((v) => v.id === t.vs);
+  const head = `target: ${m.label} — ours ≥ ${t.atLeast}× vs ${alt?.label ?? t.vs}`;
+  const sums = summary[t.metric] ?? {};
+  const parts = [];
+  for (const o of variants.filter((v) => v.side === 'ours' && v.metrics.includes(t.metric))) {
+    const a = sums[t.vs];
+    const b = sums[o.id];
+    const tag = o.tag ? `${o.tag}: ` : '';
+    if (!a || !b) {
+      parts.push(`${tag}not measured`);
+      continue;
+    }
+    const r = m.better === 'lower' ? a.median / b.median : b.median / a.median;
+    parts.push(`${tag}${r >= t.atLeast ? 'met' : 'MISSED'} (${r.toFixed(2)}×)${a.busy || b.busy ? ' unconfirmed: machine busy' : ''}`);
+  }
+  return `${head}: ${parts.join('; ') || 'not measured'}`;
+}
+
 function buildReport(spec, variants, results, opts) {
   const L = [];
   const summary = {};
@@ -497,6 +518,7 @@ function buildReport(spec, variants, results, opts) {
     L.push('');
     L.push(`\\* machine too busy: no round of this cell ran with external load < ${opts.extLimit} cores; the median of all rounds is shown — do not trust it (ratios built on it end in ?).`);
   }
+  for (const t of spec.targets ?? []) L.push(`- ${targetLine(spec, variants, results, summary, t)}`);
   for (const n of spec.notes ?? []) L.push(`- ${n}`);
   const notes = new Set();
   // Notes of the first successful round of each variant (later rounds say the same).
