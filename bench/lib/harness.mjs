@@ -163,6 +163,7 @@ export function parseArgs(argv = process.argv.slice(2)) {
     else if (name === '--ext-limit') o.extLimit = Number(val());
     else if (name === '--variants') o.variants = val().split(',');
     else if (name === '--child') o.child = val();
+    else if (name === '--alt-single-threaded') o.altSingleThreaded = true;
     else if (name === '--help' || name === '-h') o.help = true;
     else throw new Error(`unknown option ${a}`);
   }
@@ -180,7 +181,9 @@ export const USAGE = `options:
   --json FILE        also write every raw sample (values + external load) as JSON
   --max-wait S       seconds to wait for a quiet machine before each sample (default 10, quick 2)
   --ext-limit C      external load (cores) above which a step counts as disturbed (default 0.10)
-  --variants a,b     only these variants (ids as printed)`;
+  --variants a,b     only these variants (ids as printed)
+  --alt-single-threaded  run the Node alternatives under --single-threaded too (default: plain
+                     node, as their users run them)`;
 
 // ---------------------------------------------------------------------------------------------
 // Our library: honest feature detection on the exported names
@@ -285,7 +288,7 @@ async function childMain(spec, opts) {
 
 const MULTIPROC_BIN = path.join(REPO_DIR, 'bin', 'multiproc.js');
 
-function commandFor(spec, v, file) {
+function commandFor(spec, v, file, opts = {}) {
   if (v.side === 'python') {
     return { cmd: process.env.PYTHON || 'python3', args: [path.join(BENCH_DIR, 'cpython', v.script)], how: 'python3' };
   }
@@ -297,7 +300,8 @@ function commandFor(spec, v, file) {
     if (fs.existsSync(MULTIPROC_BIN)) return { cmd: process.execPath, args: [MULTIPROC_BIN, ...flags, ...self], how: 'node --single-threaded (bin/multiproc.js)' };
     return { cmd: process.execPath, args: ['--single-threaded', ...flags, ...self], how: 'node --single-threaded' };
   }
-  return { cmd: process.execPath, args: [...flags, ...self], how: `plain node${flags.length ? ' ' + flags.join(' ') : ''}` };
+  const alt = opts.altSingleThreaded ? ['--single-threaded', ...flags] : flags;
+  return { cmd: process.execPath, args: [...alt, ...self], how: `${opts.altSingleThreaded ? 'node' : 'plain node'}${alt.length ? ' ' + alt.join(' ') : ''}` };
 }
 
 let outSeq = 0;
@@ -321,8 +325,8 @@ function onSignal(sig) {
   process.exit(sig === 'SIGINT' ? 130 : 143);
 }
 
-function runSample(spec, v, file, cfg, timeoutMs) {
-  const { cmd, args } = commandFor(spec, v, file);
+function runSample(spec, v, file, cfg, timeoutMs, opts) {
+  const { cmd, args } = commandFor(spec, v, file, opts);
   const out = path.join(os.tmpdir(), `mp-bench-${process.pid}-${outSeq++}.json`);
   return new Promise((resolve) => {
     const s0 = cpuSample();
@@ -405,7 +409,7 @@ export async function benchMain(spec) {
       if (results.get(v.id).unavailable) continue;
       const quiet = await waitForQuiet(opts.extLimit, opts.maxWait * 1000);
       const t0 = Date.now();
-      const res = await runSample(spec, v, file, cfg, timeoutMs);
+      const res = await runSample(spec, v, file, cfg, timeoutMs, opts);
       results.get(v.id).rounds.push(res);
       if (res.unavailable) results.get(v.id).unavailable = res.unavailable;
       // a hang is not worth waiting for again: skip the variant's remaining rounds
@@ -466,7 +470,7 @@ function targetLine(spec, variants, results, summary, t) {
 function buildReport(spec, variants, results, opts) {
   const L = [];
   const summary = {};
-  const hows = [...new Set(variants.map((v) => `${v.side === 'ours' ? 'ours' : v.side === 'python' ? 'CPython' : 'Node alternatives'}: ${commandFor(spec, v, '').how}`))];
+  const hows = [...new Set(variants.map((v) => `${v.side === 'ours' ? 'ours' : v.side === 'python' ? 'CPython' : 'Node alternatives'}: ${commandFor(spec, v, '', opts).how}`))];
   L.push(`## ${spec.title}`);
   L.push(`${opts.quick ? 'quick sizes' : 'full sizes'}, ${opts.rounds} rounds; run as: ${hows.join('; ')}`);
   L.push('cell = median over undisturbed rounds (min..max) [rounds kept/run]; ratio = ours vs that row, >1 means ours is better (faster / more throughput)');
