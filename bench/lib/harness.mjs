@@ -335,7 +335,7 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
     const child = spawn(cmd, args, {
       detached: true,
       stdio: ['ignore', 'inherit', 'pipe'],
-      env: { ...process.env, BENCH_OUT: out, BENCH_CFG: JSON.stringify(cfg), BENCH_ROOT_PID: String(process.pid), BENCH_HZ: String(hz()) },
+      env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', BENCH_OUT: out, BENCH_CFG: JSON.stringify(cfg), BENCH_ROOT_PID: String(process.pid), BENCH_HZ: String(hz()) },
     });
     liveGroup = child.pid;
     let errTail = '';
