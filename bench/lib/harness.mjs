@@ -408,14 +408,14 @@ export async function benchMain(spec) {
     const k = runnable.length ? r % runnable.length : 0;
     const order = [...runnable.slice(k), ...runnable.slice(0, k)];
     for (const v of order) {
-      if (results.get(v.id).unavailable) continue;
+      if (results.get(v.id).unavailable || results.get(v.id).skip) continue;
       const quiet = await waitForQuiet(opts.extLimit, opts.maxWait * 1000);
       const t0 = Date.now();
       const res = await runSample(spec, v, file, cfg, timeoutMs, opts);
       results.get(v.id).rounds.push(res);
       if (res.unavailable) results.get(v.id).unavailable = res.unavailable;
       // a hang is not worth waiting for again: skip the variant's remaining rounds
-      if (res.timedOut) results.get(v.id).unavailable = `error: ${res.error}`;
+      if (res.timedOut) results.get(v.id).skip = true;
       process.stderr.write(
         `  round ${r} ${v.id}: ${res.error ? 'ERROR ' + res.error : 'ok'} in ${((Date.now() - t0) / 1000).toFixed(1)}s ` +
           `(external load before ${quiet.toFixed(2)}, during ${res.whole.toFixed(2)} cores)\n`,
