@@ -24,3 +24,5 @@ export {
   isMainProcess,
 } from './context';
 export type { StartMethod } from './context';
+export { Pool, AsyncResult, defaultChunksize } from './pool';
+export type { PoolOptions, ApplyOptions, MapOptions, ImapOptions } from './pool';

@@ -1,0 +1,1440 @@
+// Process pools (CPython's multiprocessing.pool): Pool and AsyncResult, and the worker machinery
+// that ProcessPoolExecutor (lib/executor.ts) shares.
+//
+// Design. The parent owns one duplex Pipe per worker and dispatches every task itself, so it
+// always knows which tasks a worker holds: a worker that dies fails exactly the batch it was
+// running (WorkerLostError) and is replaced; batches it had not read yet go back to the queue.
+// Tasks travel in batches (several per message) and each worker gets up to PREFETCH batches
+// ahead, so a worker rarely waits for the parent. A worker answers each batch with one message,
+// in order; it blocks in recvSync between batches when it has no async work pending (lowest
+// wake-up latency) and otherwise waits on its event loop.
+//
+// Functions. Workers are forked (fork start method), so a function is sent as a number: the
+// parent keeps a registry (function -> id) and a worker forked after a function was registered
+// finds it in its copy of the heap. A task whose function is newer than a worker's fork makes
+// the pool re-fork that worker (once it is idle); workers are reused while they know the
+// function. So any closure works, including one created after the pool.
+//
+// Deadlock guard: sends are blocking writes. A worker blocked writing results while the parent
+// blocks writing a batch to it would deadlock, so a batch is only sent ahead (prefetched) while
+// the bytes the worker has not consumed stay far below a socket buffer.
+import { inspect } from 'node:util';
+
+import { Connection, Pipe } from './connection';
+import {
+  CancelledError,
+  invalidArgType,
+  invalidArgValue,
+  MultiprocError,
+  TimeoutError,
+  ValueError,
+  WorkerLostError,
+} from './errors';
+import * as errorClasses from './errors';
+import { native } from './native';
+import { cpuCount, Process, type ProcessOptions } from './process';
+import { encodeMessage } from './reduction';
+
+// ------------------------------------------------------------------ function registry
+
+type AnyFn = (...args: never[]) => unknown;
+
+interface FnEntry {
+  fn: AnyFn;
+  refs: number;
+}
+
+/** How many functions without live jobs the registry keeps (each keeps its closure alive). */
+const KEEP_FUNCTIONS = 512;
+const fnIds = new WeakMap<AnyFn, number>();
+const fnTable = new Map<number, FnEntry>();
+let nextFnId = 0;
+
+function acquireFn(fn: AnyFn): number {
+  let id = fnIds.get(fn);
+  if (id === undefined || !fnTable.has(id)) {
+    id = nextFnId++;
+    fnIds.set(fn, id);
+    fnTable.set(id, { fn, refs: 0 });
+    if (fnTable.size > KEEP_FUNCTIONS) evictFunctions();
+  }
+  fnTable.get(id)!.refs++;
+  return id;
+}
+
+function releaseFn(id: number): void {
+  const e = fnTable.get(id);
+  if (e !== undefined) e.refs--;
+}
+
+function evictFunctions(): void {
+  // Oldest first (Map iteration order is insertion order); never one a live job uses.
+  for (const [id, e] of fnTable) {
+    if (fnTable.size <= KEEP_FUNCTIONS / 2) break;
+    if (e.refs <= 0) {
+      fnTable.delete(id);
+      fnIds.delete(e.fn);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ wire format
+//
+// parent -> worker: 0 (stop), or a batch: [kind, fnId, payload, kind, fnId, payload, ...]
+//   kind 0: apply, payload = args;  1: map chunk, payload = items;  2: starmap chunk, payload = arg arrays
+// worker -> parent: per batch, [status, value, status, value, ...] in task order
+//   status 0: value is the result (a chunk's results array);  1: value is a serialized error
+
+const KIND_APPLY = 0;
+const KIND_MAP = 1;
+const KIND_STAR = 2;
+const ST_OK = 0;
+const ST_ERR = 1;
+
+interface SerializedError {
+  name: string;
+  message: string;
+  stack: string;
+  code?: unknown;
+  props?: Record<string, unknown>;
+  /** A thrown value that is not an Error (sent as is when it can travel). */
+  value?: unknown;
+  isError: boolean;
+}
+
+function serializeError(err: unknown): SerializedError {
+  if (!(err instanceof Error)) {
+    let value: unknown = err;
+    try {
+      encodeMessage(err, null);
+    } catch {
+      value = inspect(err);
+    }
+    return { name: 'Error', message: String(value), stack: '', value, isError: false };
+  }
+  const props: Record<string, unknown> = {};
+  for (const k of Object.keys(err)) {
+    if (k === 'stack' || k === 'message') continue;
+    const v = (err as unknown as Record<string, unknown>)[k];
+    if (v === null || ['string', 'number', 'boolean', 'bigint', 'undefined'].includes(typeof v)) props[k] = v;
+  }
+  return {
+    // A subclass that does not set `name` still reports its class name.
+    name: err.name && err.name !== 'Error' ? err.name : err.constructor?.name || 'Error',
+    message: err.message,
+    stack: typeof err.stack === 'string' ? err.stack : `${err.name}: ${err.message}`,
+    props,
+    isError: true,
+  };
+}
+
+const remoteClasses = new Map<string, new (message?: string) => Error>();
+const builtinErrors: Record<string, new (message?: string) => Error> = {
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+};
+
+/** An error of the remote error's class name, with its message, properties and stack. */
+export function rebuildError(s: SerializedError, pid: number | undefined): unknown {
+  if (!s.isError) return s.value;
+  let cls: (new (message?: string) => Error) | undefined = builtinErrors[s.name];
+  const lib = (errorClasses as Record<string, unknown>)[s.name];
+  let err: Error;
+  if (typeof lib === 'function' && (lib as { prototype?: unknown }).prototype instanceof MultiprocError) {
+    // This library's classes: rebuilt without running their constructors (signatures differ).
+    err = Object.create((lib as { prototype: Error }).prototype) as Error;
+    Object.defineProperty(err, 'message', { value: s.message, writable: true, configurable: true });
+  } else {
+    if (cls === undefined) {
+      cls = remoteClasses.get(s.name);
+      if (cls === undefined) {
+        const name = s.name;
+        const made: new (message?: string) => Error = { [name]: class extends Error {} }[name]!;
+        Object.defineProperty(made.prototype, 'name', { value: name, writable: true, configurable: true });
+        remoteClasses.set(name, made);
+        cls = made;
+      }
+    }
+    err = new cls(s.message);
+  }
+  for (const [k, v] of Object.entries(s.props ?? {})) {
+    try {
+      (err as unknown as Record<string, unknown>)[k] = v;
+    } catch {
+      // read-only accessor (e.g. a class's `name` getter): the prototype already has it
+    }
+  }
+  const where = pid === undefined ? 'a pool worker' : `pool worker pid ${pid}`;
+  Object.defineProperty(err, 'stack', {
+    value: `${s.stack}\n    at <${where}>`,
+    writable: true,
+    configurable: true,
+  });
+  return err;
+}
+
+// ------------------------------------------------------------------ worker side (in the child)
+
+/** Every parent-side worker pipe end in this process: a new worker closes its copies. */
+const parentEnds = new Set<number>();
+
+async function workerMain(conn: Connection, initializer: AnyFn | null, initargs: readonly unknown[]): Promise<void> {
+  // Our inherited copies of other workers' parent ends would keep them from seeing EOF when
+  // the parent dies (and the parent from seeing theirs): close them.
+  for (const fd of parentEnds) {
+    try {
+      native.close(fd);
+    } catch {
+      // already closed
+    }
+  }
+  parentEnds.clear();
+  const fd = conn.fileno();
+  let initError: SerializedError | null = null;
+  if (initializer !== null) {
+    try {
+      await (initializer as (...a: unknown[]) => unknown)(...initargs);
+    } catch (e) {
+      // Answer every task with the initializer's error rather than dying in a respawn loop.
+      initError = serializeError(e);
+    }
+  }
+  let sync = true;
+  for (;;) {
+    let msg: unknown;
+    try {
+      msg = sync ? conn.recvSync() : await conn.recv();
+    } catch {
+      break; // EOF: the parent is gone or closed our pipe
+    }
+    if (!Array.isArray(msg)) break; // 0: stop
+    const n = msg.length / 3;
+    const out = new Array<unknown>(n * 2);
+    let wentAsync = false;
+    for (let i = 0; i < n; i++) {
+      const kind = msg[3 * i] as number;
+      const fnId = msg[3 * i + 1] as number;
+      const payload = msg[3 * i + 2] as unknown[];
+      if (initError !== null) {
+        out[2 * i] = ST_ERR;
+        out[2 * i + 1] = initError;
+        continue;
+      }
+      const entry = fnTable.get(fnId);
+      try {
+        if (entry === undefined) throw new ValueError(`pool worker does not know function #${fnId}`, { code: 'ERR_MP_INTERNAL' });
+        const fn = entry.fn as (...a: unknown[]) => unknown;
+        let value: unknown;
+        if (kind === KIND_APPLY) {
+          value = fn(...payload);
+          if (isThenable(value)) {
+            wentAsync = true;
+            value = await value;
+          }
+        } else {
+          const res = new Array<unknown>(payload.length);
+          for (let j = 0; j < payload.length; j++) {
+            let v = kind === KIND_MAP ? fn(payload[j]) : fn(...(payload[j] as unknown[]));
+            if (isThenable(v)) {
+              wentAsync = true;
+              v = await v;
+            }
+            res[j] = v;
+          }
+          value = res;
+        }
+        out[2 * i] = ST_OK;
+        out[2 * i + 1] = value;
+      } catch (e) {
+        out[2 * i] = ST_ERR;
+        out[2 * i + 1] = serializeError(e);
+      }
+    }
+    sendResults(fd, out);
+    // After async work, wait on the event loop once so timers and I/O the tasks left behind run.
+    sync = !wentAsync;
+  }
+  conn.close();
+}
+
+function sendResults(fd: number, out: unknown[]): void {
+  let enc: { chunks: Uint8Array[] };
+  try {
+    enc = encodeMessage(out, null);
+  } catch {
+    // Some result cannot travel: that task (only) fails.
+    for (let i = 0; i < out.length; i += 2) {
+      if (out[i] !== ST_OK) continue;
+      try {
+        encodeMessage(out[i + 1], null);
+      } catch (e) {
+        out[i] = ST_ERR;
+        const s = serializeError(e);
+        s.message = `result could not be sent to the parent: ${s.message}`;
+        out[i + 1] = s;
+      }
+    }
+    enc = encodeMessage(out, null);
+  }
+  native.sendFrame(fd, true, enc.chunks);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
+// ------------------------------------------------------------------ parent side: the core
+
+/** One unit of work: an apply call or one chunk of a map. */
+export interface Unit {
+  job: Job;
+  kind: number;
+  payload: unknown[];
+  /** Position of this unit in its job (chunk index). */
+  seq: number;
+}
+
+/** A source of units (an apply, a map, an imap, a future) and the sink of their results. */
+export interface Job {
+  readonly fnId: number;
+  /** The next unit to run, or null if none now (see `exhausted`). */
+  next(): Unit | null;
+  /** No more units will come (next() returns null for good). */
+  readonly exhausted: boolean;
+  /** A guess of how many units remain (Infinity when unknown), for batch sizes. */
+  readonly remaining: number;
+  onDispatch?(unit: Unit): void;
+  onResult(unit: Unit, ok: boolean, value: unknown): void;
+  /** The whole job fails (pool terminated or broken, input error, abort). */
+  fail(err: unknown): void;
+}
+
+const PREFETCH = 2;
+const MAX_BATCH = 256;
+/** Unconsumed bytes a worker may have in its pipe before the parent stops sending ahead. */
+const AHEAD_BYTES = 64 * 1024;
+
+interface Worker {
+  proc: Process;
+  conn: Connection;
+  fd: number;
+  pid: number;
+  /** Functions with an id below this were registered before the fork: the worker knows them. */
+  gen: number;
+  batches: Unit[][];
+  sizes: number[];
+  units: number;
+  reading: boolean;
+  /** Needs a function it does not know: replace it as soon as it is idle. */
+  stale: boolean;
+  /** Reached maxTasksPerChild: replace it once idle. */
+  retiring: boolean;
+  gone: boolean;
+}
+
+export interface CoreOptions {
+  processes: number;
+  initializer: AnyFn | null;
+  initargs: readonly unknown[];
+  maxTasksPerChild: number | null;
+  ctx: ProcessOptions['ctx'];
+  /** 'replace' (Pool): a lost worker fails its batch and is replaced; 'break' (executor): everything fails. */
+  onLost: 'replace' | 'break';
+  brokenError?: () => Error;
+}
+
+const enum State {
+  RUN,
+  CLOSE,
+  TERMINATE,
+}
+
+export class PoolCore {
+  readonly #opts: CoreOptions;
+  #workers: Worker[] = [];
+  #jobs: Job[] = [];
+  /** Units taken back from a lost worker that had not read them: they run first. */
+  #retry: Unit[] = [];
+  #state = State.RUN;
+  #scheduling = false;
+  #again = false;
+  #broken: Error | null = null;
+  #exits = new Set<Promise<void>>();
+  #idleWaiters: Array<() => void> = [];
+  #refill: NodeJS.Immediate | null = null;
+
+  constructor(opts: CoreOptions) {
+    this.#opts = opts;
+    for (let i = 0; i < opts.processes; i++) this.#spawn();
+  }
+
+  get broken(): Error | null {
+    return this.#broken;
+  }
+
+  get running(): boolean {
+    return this.#state === State.RUN;
+  }
+
+  get pids(): number[] {
+    return this.#workers.filter((w) => !w.gone).map((w) => w.pid);
+  }
+
+  get processes(): number {
+    return this.#opts.processes;
+  }
+
+  registerFn(fn: AnyFn): number {
+    return acquireFn(fn);
+  }
+
+  releaseFn(id: number): void {
+    releaseFn(id);
+  }
+
+  /** Queues a job; its units are dispatched as workers have room. */
+  submit(job: Job): void {
+    if (this.#broken !== null) throw this.#broken;
+    if (this.#state !== State.RUN) throw new ValueError('Pool not running', { code: 'ERR_MP_POOL_NOT_RUNNING' });
+    this.#jobs.push(job);
+    this.schedule();
+  }
+
+  // ---- workers
+
+  #spawn(): Worker {
+    const [parentEnd, childEnd] = Pipe();
+    const { initializer, initargs, ctx } = this.#opts;
+    const proc = new Process({
+      target: workerMain as never,
+      args: [childEnd, initializer, initargs],
+      daemon: true,
+      ctx,
+    });
+    proc.start();
+    childEnd.close();
+    const fd = parentEnd.fileno();
+    parentEnds.add(fd);
+    const w: Worker = {
+      proc,
+      conn: parentEnd,
+      fd,
+      pid: proc.pid!,
+      gen: nextFnId,
+      batches: [],
+      sizes: [],
+      units: 0,
+      reading: false,
+      stale: false,
+      retiring: false,
+      gone: false,
+    };
+    this.#workers.push(w);
+    const exited = proc.join().then(() => {
+      this.#exits.delete(exited);
+      if (!w.gone) this.#lost(w);
+      else this.#closeProc(w);
+    });
+    this.#exits.add(exited);
+    return w;
+  }
+
+  #closeProc(w: Worker): void {
+    if (w.proc.exitCode === null) return;
+    try {
+      w.proc.close();
+    } catch {
+      // still running: closed by whoever reaps it
+    }
+  }
+
+  /** Stops an idle worker (it exits when it reads the stop message) and forgets it. */
+  #retire(w: Worker): void {
+    w.gone = true;
+    this.#workers.splice(this.#workers.indexOf(w), 1);
+    parentEnds.delete(w.fd);
+    try {
+      native.sendFrame(w.fd, true, encodeMessage(0, null).chunks);
+    } catch {
+      // already dead: the exit watcher reaps it
+    }
+    w.conn.close();
+  }
+
+  #lost(w: Worker): void {
+    if (w.gone) return;
+    w.gone = true;
+    const i = this.#workers.indexOf(w);
+    if (i >= 0) this.#workers.splice(i, 1);
+    parentEnds.delete(w.fd);
+    w.conn.close();
+    if (w.proc.exitCode === null) {
+      try {
+        w.proc.kill();
+      } catch {
+        // gone
+      }
+    }
+    const batches = w.batches.splice(0);
+    w.sizes = [];
+    const code = w.proc.exitCode;
+    const how = code === null ? 'closed its pipe' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
+    if (this.#opts.onLost === 'break') {
+      this.#break(this.#opts.brokenError?.() ?? new WorkerLostError(`pool worker pid ${w.pid} ${how}`));
+      return;
+    }
+    // The first batch was being run; the others were never read: they run elsewhere.
+    const [running, ...unread] = batches;
+    for (let j = unread.length - 1; j >= 0; j--) this.#retry.unshift(...unread[j]!);
+    if (running !== undefined) {
+      for (const u of running) {
+        u.job.onResult(u, false, new WorkerLostError(`pool worker pid ${w.pid} ${how} while running this task`));
+      }
+    }
+    this.schedule();
+  }
+
+  #break(err: Error): void {
+    if (this.#broken !== null) return;
+    this.#broken = err;
+    this.#state = State.TERMINATE;
+    this.#failAll(err);
+    void this.#killAll();
+  }
+
+  #failAll(err: unknown): void {
+    const jobs = new Set<Job>(this.#jobs);
+    for (const u of this.#retry) jobs.add(u.job);
+    for (const w of this.#workers) for (const b of w.batches) for (const u of b) jobs.add(u.job);
+    this.#jobs = [];
+    this.#retry = [];
+    for (const w of this.#workers) {
+      w.batches = [];
+      w.sizes = [];
+    }
+    for (const j of jobs) j.fail(err);
+  }
+
+  // ---- dispatch
+
+  schedule(): void {
+    if (this.#scheduling) {
+      this.#again = true;
+      return;
+    }
+    this.#scheduling = true;
+    try {
+      do {
+        this.#again = false;
+        this.#dispatch();
+      } while (this.#again);
+    } finally {
+      this.#scheduling = false;
+    }
+    this.#checkIdle();
+  }
+
+  #wanted(): number {
+    return this.#state === State.RUN || this.#hasWork() ? this.#opts.processes : 0;
+  }
+
+  #hasWork(): boolean {
+    if (this.#retry.length > 0) return true;
+    for (const j of this.#jobs) if (!j.exhausted) return true;
+    return false;
+  }
+
+  #dispatch(): void {
+    if (this.#state === State.TERMINATE) return;
+    // Replace idle workers that must go, and keep the pool full while it has (or may get) work.
+    for (const w of [...this.#workers]) {
+      if ((w.stale || w.retiring) && w.batches.length === 0) this.#retire(w);
+    }
+    if (this.#workers.length < this.#wanted() && this.#refill === null) {
+      // Fork from a fresh stack: forking inside a native callback's microtasks (a Connection
+      // read's continuation, where results arrive) kills the child at its first turn.
+      this.#refill = setImmediate(() => {
+        this.#refill = null;
+        if (this.#state === State.TERMINATE) return;
+        while (this.#workers.length < this.#wanted()) this.#spawn();
+        this.schedule();
+      });
+    }
+    if (!this.#hasWork()) return;
+    const n = this.#workers.length;
+    for (let round = 0; round < PREFETCH; round++) {
+      for (const w of this.#workers) {
+        if (w.gone || w.stale || w.retiring || w.batches.length > round) continue;
+        if (w.batches.length > 0 && w.sizes.reduce((a, b) => a + b, 0) > AHEAD_BYTES / 2) continue;
+        const batch = this.#take(w, n);
+        if (batch !== null) this.#send(w, batch);
+        if ((w.stale || w.retiring) && w.batches.length === 0) this.#again = true;
+      }
+    }
+  }
+
+  /** Up to a fair share of units for w, or null (nothing it may run now). */
+  #take(w: Worker, n: number): Unit[] | null {
+    let remaining = this.#retry.length;
+    for (const j of this.#jobs) remaining += Math.min(j.remaining, 64 * MAX_BATCH);
+    let limit = Math.max(1, Math.min(MAX_BATCH, Math.ceil(remaining / (n * PREFETCH))));
+    const max = this.#opts.maxTasksPerChild;
+    if (max !== null) limit = Math.min(limit, max - w.units);
+    const batch: Unit[] = [];
+    while (batch.length < limit && this.#retry.length > 0) {
+      const u = this.#retry[0]!;
+      if (u.job.fnId >= w.gen) break;
+      batch.push(this.#retry.shift()!);
+    }
+    if (batch.length === 0 && this.#retry.length > 0) {
+      this.#markStale(w, this.#retry[0]!.job.fnId, this.#retry.length);
+      return null;
+    }
+    for (let k = 0; k < this.#jobs.length && batch.length < limit; ) {
+      const j = this.#jobs[k]!;
+      if (j.exhausted) {
+        this.#jobs.splice(k, 1);
+        continue;
+      }
+      if (j.fnId >= w.gen) {
+        if (batch.length === 0) this.#markStale(w, j.fnId, j.remaining);
+        break;
+      }
+      let u: Unit | null = null;
+      while (batch.length < limit && (u = j.next()) !== null) batch.push(u);
+      if (j.exhausted) this.#jobs.splice(k, 1);
+      else if (u === null) k++; // held back (backpressure): later jobs may go
+    }
+    return batch.length > 0 ? batch : null;
+  }
+
+  /**
+   * w does not know function fnId: re-fork it, unless enough workers that will know it (forked
+   * later, or being re-forked) are there for `units` units already — one apply re-forks one
+   * worker, a big map all of them.
+   */
+  #markStale(w: Worker, fnId: number, units: number): void {
+    let capable = this.#opts.processes - this.#workers.length;
+    for (const x of this.#workers) if (x.stale || x.gen > fnId) capable++;
+    if (capable < Math.min(units, this.#opts.processes)) w.stale = true;
+  }
+
+  #send(w: Worker, batch: Unit[]): void {
+    let msg: unknown[] = [];
+    for (const u of batch) msg.push(u.kind, u.job.fnId, u.payload);
+    let enc: { chunks: Uint8Array[]; length: number };
+    try {
+      enc = encodeMessage(msg, null);
+    } catch {
+      // Some arguments cannot travel: those tasks (only) fail.
+      const good: Unit[] = [];
+      for (const u of batch) {
+        try {
+          encodeMessage(u.payload, null);
+          good.push(u);
+        } catch (e) {
+          u.job.onResult(u, false, e);
+        }
+      }
+      if (good.length === 0) return;
+      batch = good;
+      msg = [];
+      for (const u of batch) msg.push(u.kind, u.job.fnId, u.payload);
+      enc = encodeMessage(msg, null);
+    }
+    try {
+      native.sendFrame(w.fd, true, enc.chunks);
+    } catch {
+      // The worker is gone (EPIPE): these units were never read.
+      this.#retry.unshift(...batch);
+      this.#lost(w);
+      return;
+    }
+    w.batches.push(batch);
+    w.sizes.push(enc.length);
+    w.units += batch.length;
+    const max = this.#opts.maxTasksPerChild;
+    if (max !== null && w.units >= max) w.retiring = true;
+    for (const u of batch) u.job.onDispatch?.(u);
+    if (!w.reading) this.#read(w);
+  }
+
+  #read(w: Worker): void {
+    w.reading = true;
+    w.conn.recv().then(
+      (msg) => {
+        w.reading = false;
+        if (w.gone) return;
+        this.#onResults(w, msg as unknown[]);
+        if (w.batches.length > 0 && !w.gone) this.#read(w);
+        this.schedule();
+      },
+      () => {
+        w.reading = false;
+        // EOF: the worker died. Wait for its exit status (bounded) to say how.
+        if (w.gone) return;
+        void w.proc.join(1000).then(() => this.#lost(w));
+      },
+    );
+  }
+
+  #onResults(w: Worker, out: unknown[]): void {
+    const batch = w.batches.shift();
+    w.sizes.shift();
+    if (batch === undefined) return;
+    for (let i = 0; i < batch.length; i++) {
+      const u = batch[i]!;
+      const st = out[2 * i];
+      if (st === ST_OK) u.job.onResult(u, true, out[2 * i + 1]);
+      else u.job.onResult(u, false, rebuildError(out[2 * i + 1] as SerializedError, w.pid));
+    }
+  }
+
+  // ---- lifetime
+
+  #checkIdle(): void {
+    if (this.#idleWaiters.length === 0) return;
+    if (this.#hasWork()) return;
+    for (const w of this.#workers) if (w.batches.length > 0) return;
+    for (const r of this.#idleWaiters.splice(0)) r();
+  }
+
+  /** No new work; workers exit once everything submitted is done. */
+  close(): void {
+    if (this.#state === State.RUN) this.#state = State.CLOSE;
+    this.schedule();
+    void this.#whenIdle().then(() => {
+      if (this.#state !== State.CLOSE) return;
+      for (const w of [...this.#workers]) this.#retire(w);
+    });
+  }
+
+  #whenIdle(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#idleWaiters.push(resolve);
+      this.#checkIdle();
+    });
+  }
+
+  /** Kills the workers (SIGTERM, then SIGKILL after a grace period); everything pending fails. */
+  async terminate(err: Error = new CancelledError('the pool was terminated')): Promise<void> {
+    if (this.#state !== State.TERMINATE) {
+      this.#state = State.TERMINATE;
+      this.#failAll(err);
+    }
+    await this.#killAll();
+  }
+
+  async #killAll(): Promise<void> {
+    if (this.#refill !== null) clearImmediate(this.#refill);
+    this.#refill = null;
+    const ws = this.#workers.splice(0);
+    for (const w of ws) {
+      w.gone = true;
+      parentEnds.delete(w.fd);
+      w.conn.close();
+      try {
+        w.proc.terminate();
+      } catch {
+        // closed: already reaped
+      }
+    }
+    const deadline = Date.now() + 500;
+    for (const w of ws) {
+      try {
+        await w.proc.join(Math.max(0, deadline - Date.now()));
+        if (w.proc.exitCode === null) {
+          w.proc.kill();
+          await w.proc.join(5000);
+        }
+      } catch {
+        // closed: already reaped
+      }
+    }
+    await this.join();
+  }
+
+  /** Waits until every worker has exited (after close or terminate). */
+  async join(): Promise<void> {
+    for (;;) {
+      if (this.#state !== State.TERMINATE) await this.#whenIdle();
+      if (this.#exits.size === 0 && this.#workers.length === 0) return;
+      await Promise.all([...this.#exits]);
+      if (this.#workers.length > 0) await new Promise((r) => setImmediate(r));
+    }
+  }
+}
+
+// ------------------------------------------------------------------ jobs
+
+function checkChunksize(chunksize: unknown): number | undefined {
+  if (chunksize === undefined || chunksize === null) return undefined;
+  if (typeof chunksize !== 'number' || !Number.isInteger(chunksize)) throw invalidArgType('chunksize', 'an integer', chunksize);
+  if (chunksize < 1) throw invalidArgValue('chunksize', chunksize, 'must be at least 1');
+  return chunksize;
+}
+
+/** CPython's rule: chunksize, extra = divmod(len, 4 * processes); if extra: chunksize += 1. */
+export function defaultChunksize(length: number, processes: number): number {
+  let c = Math.floor(length / (4 * processes));
+  if (length % (4 * processes)) c += 1;
+  return Math.max(1, c);
+}
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason ?? new CancelledError('aborted');
+}
+
+/** Base of jobs with a settle-once outcome (apply, map). */
+abstract class OnceJob<R> implements Job {
+  readonly fnId: number;
+  readonly #core: PoolCore;
+  result: AsyncResult<R>;
+  #settled = false;
+  #signal: AbortSignal | undefined;
+  #onAbort: (() => void) | null = null;
+
+  constructor(core: PoolCore, fnId: number, result: AsyncResult<R>, signal: AbortSignal | undefined) {
+    this.#core = core;
+    this.fnId = fnId;
+    this.result = result;
+    this.#signal = signal;
+    if (signal !== undefined) {
+      this.#onAbort = () => this.fail(abortError(signal));
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  get settled(): boolean {
+    return this.#settled;
+  }
+
+  abstract next(): Unit | null;
+  abstract get exhausted(): boolean;
+  abstract get remaining(): number;
+  abstract onResult(unit: Unit, ok: boolean, value: unknown): void;
+
+  protected settle(ok: boolean, value: unknown): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#core.releaseFn(this.fnId);
+    if (this.#onAbort !== null) this.#signal!.removeEventListener('abort', this.#onAbort);
+    if (ok) this.result._resolve(value as R);
+    else this.result._reject(value);
+  }
+
+  fail(err: unknown): void {
+    this.settle(false, err);
+  }
+}
+
+class ApplyJob<R> extends OnceJob<R> {
+  #args: unknown[] | null;
+  constructor(core: PoolCore, fnId: number, args: unknown[], result: AsyncResult<R>, signal?: AbortSignal) {
+    super(core, fnId, result, signal);
+    this.#args = args;
+  }
+  next(): Unit | null {
+    if (this.#args === null || this.settled) return null;
+    const u: Unit = { job: this, kind: KIND_APPLY, payload: this.#args, seq: 0 };
+    this.#args = null;
+    return u;
+  }
+  get exhausted(): boolean {
+    return this.#args === null || this.settled;
+  }
+  get remaining(): number {
+    return this.exhausted ? 0 : 1;
+  }
+  onResult(_u: Unit, ok: boolean, value: unknown): void {
+    this.settle(ok, value);
+  }
+}
+
+class MapJob<R> extends OnceJob<R[]> {
+  #items: unknown[];
+  #chunksize: number;
+  #kind: number;
+  #nextChunk = 0;
+  #chunks: number;
+  #done = 0;
+  #out: unknown[];
+  constructor(core: PoolCore, fnId: number, items: unknown[], chunksize: number, star: boolean, result: AsyncResult<R[]>, signal?: AbortSignal) {
+    super(core, fnId, result, signal);
+    this.#items = items;
+    this.#chunksize = chunksize;
+    this.#kind = star ? KIND_STAR : KIND_MAP;
+    this.#chunks = Math.ceil(items.length / chunksize);
+    this.#out = new Array<unknown>(items.length);
+    if (this.#chunks === 0) this.settle(true, this.#out);
+  }
+  next(): Unit | null {
+    if (this.exhausted) return null;
+    const seq = this.#nextChunk++;
+    const cs = this.#chunksize;
+    const payload = cs === 1 ? [this.#items[seq]] : this.#items.slice(seq * cs, (seq + 1) * cs);
+    return { job: this, kind: this.#kind, payload, seq };
+  }
+  get exhausted(): boolean {
+    return this.#nextChunk >= this.#chunks || this.settled;
+  }
+  get remaining(): number {
+    return this.settled ? 0 : this.#chunks - this.#nextChunk;
+  }
+  onResult(u: Unit, ok: boolean, value: unknown): void {
+    if (this.settled) return;
+    if (!ok) {
+      this.settle(false, value);
+      return;
+    }
+    const vals = value as unknown[];
+    const base = u.seq * this.#chunksize;
+    for (let i = 0; i < vals.length; i++) this.#out[base + i] = vals[i];
+    if (++this.#done === this.#chunks) this.settle(true, this.#out);
+  }
+}
+
+/** imap / imapUnordered / executor map: pulls the input lazily, with backpressure. */
+export class ImapJob<R> implements AsyncIterableIterator<R> {
+  readonly fnId: number;
+  /** The view the pool core uses (its next() gives units; ours is the iterator protocol's). */
+  readonly asJob: Job;
+  readonly #core: PoolCore;
+  readonly #source: Iterator<unknown>;
+  readonly #chunksize: number;
+  readonly #kind: number;
+  readonly #ordered: boolean;
+  readonly #maxAhead: number;
+  readonly #deadline: number;
+  #sourceDone = false;
+  #nextSeq = 0;
+  /** Chunks produced and not yet handed to the consumer. */
+  #outstanding = 0;
+  #ready = new Map<number, unknown[]>(); // ordered: seq -> values
+  #readyQueue: unknown[][] = []; // unordered
+  #yieldSeq = 0;
+  #buffer: unknown[] = [];
+  #error: { e: unknown } | null = null;
+  #finished = false;
+  #waiter: { resolve: () => void; timer: NodeJS.Timeout | null } | null = null;
+  #signal: AbortSignal | undefined;
+  #onAbort: (() => void) | null = null;
+
+  constructor(
+    core: PoolCore,
+    fnId: number,
+    iterable: Iterable<unknown>,
+    opts: { chunksize: number; star: boolean; ordered: boolean; signal?: AbortSignal; timeout?: number },
+  ) {
+    this.#core = core;
+    this.fnId = fnId;
+    this.#source = iterable[Symbol.iterator]();
+    this.#chunksize = opts.chunksize;
+    this.#kind = opts.star ? KIND_STAR : KIND_MAP;
+    this.#ordered = opts.ordered;
+    this.#maxAhead = core.processes * PREFETCH * 8 + 16;
+    this.#deadline = opts.timeout === undefined ? Infinity : Date.now() + Math.max(0, opts.timeout);
+    this.#signal = opts.signal;
+    const self = this;
+    this.asJob = {
+      fnId,
+      next: () => self.nextUnit(),
+      get exhausted() {
+        return self.exhausted;
+      },
+      get remaining() {
+        return self.exhausted ? 0 : Infinity;
+      },
+      onResult: (u, ok, v) => self.onResult(u, ok, v),
+      fail: (e) => self.fail(e),
+    };
+    if (opts.signal !== undefined) {
+      const signal = opts.signal;
+      this.#onAbort = () => this.fail(abortError(signal));
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  next(): Promise<IteratorResult<R>> {
+    return this.#next();
+  }
+
+  // The Job side (called by the core).
+  get exhausted(): boolean {
+    return this.#sourceDone || this.#error !== null || this.#finished;
+  }
+  nextUnit(): Unit | null {
+    if (this.exhausted || this.#outstanding >= this.#maxAhead) return null;
+    const cs = this.#chunksize;
+    const payload: unknown[] = [];
+    try {
+      while (payload.length < cs) {
+        const r = this.#source.next();
+        if (r.done) {
+          this.#sourceDone = true;
+          break;
+        }
+        payload.push(r.value);
+      }
+    } catch (e) {
+      this.fail(e);
+      return null;
+    }
+    if (payload.length === 0) {
+      this.#maybeEnd();
+      return null;
+    }
+    this.#outstanding++;
+    return { job: this.asJob, kind: this.#kind, payload, seq: this.#nextSeq++ };
+  }
+  onResult(u: Unit, ok: boolean, value: unknown): void {
+    if (this.#error !== null || this.#finished) return;
+    if (!ok) {
+      this.fail(value);
+      return;
+    }
+    if (this.#ordered) this.#ready.set(u.seq, value as unknown[]);
+    else this.#readyQueue.push(value as unknown[]);
+    this.#wake();
+  }
+  fail(err: unknown): void {
+    if (this.#error !== null || this.#finished) return;
+    this.#error = { e: err };
+    this.#cleanup();
+    this.#wake();
+  }
+
+  #cleanup(): void {
+    this.#core.releaseFn(this.fnId);
+    if (this.#onAbort !== null) this.#signal!.removeEventListener('abort', this.#onAbort);
+    this.#onAbort = null;
+    try {
+      if (!this.#sourceDone) this.#source.return?.();
+    } catch {
+      // the source's own cleanup failed: nothing more to pull anyway
+    }
+  }
+
+  #maybeEnd(): void {
+    if (this.#sourceDone && this.#outstanding === 0 && this.#buffer.length === 0) this.#wake();
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    if (w === null) return;
+    this.#waiter = null;
+    if (w.timer !== null) clearTimeout(w.timer);
+    w.resolve();
+  }
+
+  #takeReady(): boolean {
+    let vals: unknown[] | undefined;
+    if (this.#ordered) {
+      vals = this.#ready.get(this.#yieldSeq);
+      if (vals !== undefined) {
+        this.#ready.delete(this.#yieldSeq);
+        this.#yieldSeq++;
+      }
+    } else vals = this.#readyQueue.shift();
+    if (vals === undefined) return false;
+    this.#outstanding--;
+    for (const v of vals) this.#buffer.push(v);
+    this.#core.schedule(); // room for more input
+    return true;
+  }
+
+  async #next(): Promise<IteratorResult<R>> {
+    for (;;) {
+      if (this.#buffer.length > 0) return { done: false, value: this.#buffer.shift() as R };
+      if (this.#finished) return { done: true, value: undefined };
+      if (this.#takeReady()) continue;
+      if (this.#error !== null) {
+        this.#finished = true;
+        throw this.#error.e;
+      }
+      if (this.#sourceDone && this.#outstanding === 0) {
+        this.#finished = true;
+        this.#cleanup();
+        return { done: true, value: undefined };
+      }
+      const left = this.#deadline - Date.now();
+      if (left <= 0) {
+        const e = new TimeoutError('map timed out');
+        this.fail(e);
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = this.#deadline === Infinity ? null : setTimeout(() => this.#wake(), left);
+        this.#waiter = { resolve, timer };
+      });
+    }
+  }
+
+  /** Ends the iteration early (a `break` in for await): nothing more is pulled. */
+  async return(): Promise<IteratorResult<R>> {
+    if (!this.#finished) {
+      if (this.#error === null) {
+        this.#error = { e: new CancelledError('iteration ended') };
+        this.#cleanup();
+      }
+      this.#finished = true;
+      this.#buffer = [];
+    }
+    return { done: true, value: undefined };
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
+// ------------------------------------------------------------------ AsyncResult
+
+const PENDING = 0;
+const FULFILLED = 1;
+const REJECTED = 2;
+
+/** The result of applyAsync / mapAsync: a thenable with CPython's AsyncResult methods. */
+export class AsyncResult<R> implements PromiseLike<R> {
+  #state = PENDING;
+  #promise: Promise<R>;
+  #resolve!: (v: R) => void;
+  #reject!: (e: unknown) => void;
+  #callback: ((v: R) => void) | undefined;
+  #errorCallback: ((e: unknown) => void) | undefined;
+
+  /** @internal */
+  constructor(callback?: (v: R) => void, errorCallback?: (e: unknown) => void) {
+    this.#promise = new Promise<R>((res, rej) => {
+      this.#resolve = res;
+      this.#reject = rej;
+    });
+    // A result nobody awaits must not crash the process with an unhandled rejection.
+    this.#promise.catch(() => {});
+    this.#callback = callback;
+    this.#errorCallback = errorCallback;
+  }
+
+  /** @internal */
+  _resolve(v: R): void {
+    if (this.#state !== PENDING) return;
+    this.#state = FULFILLED;
+    this.#resolve(v);
+    if (this.#callback) queueMicrotask(() => this.#callback!(v));
+  }
+
+  /** @internal */
+  _reject(e: unknown): void {
+    if (this.#state !== PENDING) return;
+    this.#state = REJECTED;
+    this.#reject(e);
+    if (this.#errorCallback) queueMicrotask(() => this.#errorCallback!(e));
+  }
+
+  ready(): boolean {
+    return this.#state !== PENDING;
+  }
+
+  /** Whether the call completed without error; ValueError if it is not ready. */
+  successful(): boolean {
+    if (this.#state === PENDING) throw new ValueError('AsyncResult is not ready', { code: 'ERR_MP_NOT_READY' });
+    return this.#state === FULFILLED;
+  }
+
+  /** Waits up to `timeout` ms for the result; TimeoutError if it is not there by then. */
+  get(timeout?: number): Promise<R> {
+    const t = checkTimeout(timeout);
+    if (t === undefined || this.#state !== PENDING) return this.#promise;
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new TimeoutError()), t);
+      this.#promise.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /** Waits up to `timeout` ms until the result is ready (never rejects). */
+  async wait(timeout?: number): Promise<void> {
+    const t = checkTimeout(timeout);
+    if (this.#state !== PENDING) return;
+    const settled = this.#promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    if (t === undefined) return settled;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([settled, new Promise<void>((r) => (timer = setTimeout(r, t)))]);
+    clearTimeout(timer);
+  }
+
+  then<A = R, B = never>(
+    onfulfilled?: ((value: R) => A | PromiseLike<A>) | null,
+    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    return this.#promise.then(onfulfilled, onrejected);
+  }
+
+  catch<B = never>(onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<R | B> {
+    return this.#promise.catch(onrejected);
+  }
+
+  get [Symbol.toStringTag](): string {
+    return 'AsyncResult';
+  }
+}
+
+function checkTimeout(timeout: unknown): number | undefined {
+  if (timeout === undefined || timeout === null) return undefined;
+  if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw invalidArgType('timeout', 'of type number', timeout);
+  if (timeout === Infinity) return undefined;
+  return Math.max(0, timeout);
+}
+
+// ------------------------------------------------------------------ Pool
+
+export interface PoolOptions {
+  /** Number of worker processes (default cpuCount()). */
+  processes?: number;
+  /** Called in each worker when it starts, with `initargs`. */
+  initializer?: ((...args: never[]) => unknown) | null;
+  initargs?: readonly unknown[];
+  /** A worker is replaced after this many tasks (a map chunk counts as one). Default: never. */
+  maxTasksPerChild?: number | null;
+  ctx?: ProcessOptions['ctx'];
+}
+
+export interface ApplyOptions<R> {
+  callback?: (value: R) => void;
+  errorCallback?: (err: unknown) => void;
+  signal?: AbortSignal;
+}
+
+export interface MapOptions<R = unknown> {
+  chunksize?: number;
+  signal?: AbortSignal;
+  callback?: (value: R) => void;
+  errorCallback?: (err: unknown) => void;
+}
+
+export interface ImapOptions {
+  chunksize?: number;
+  signal?: AbortSignal;
+}
+
+export function parseWorkerOptions(
+  opts: unknown,
+  countName: string,
+): { processes: number; initializer: AnyFn | null; initargs: readonly unknown[]; maxTasksPerChild: number | null; ctx: ProcessOptions['ctx'] } {
+  let o: Record<string, unknown>;
+  if (opts === undefined || opts === null) o = {};
+  else if (typeof opts === 'number') o = { [countName]: opts };
+  else if (typeof opts === 'object') o = opts as Record<string, unknown>;
+  else throw invalidArgType('options', 'a number or an object', opts);
+  const n = o[countName];
+  let processes: number;
+  if (n === undefined || n === null) processes = cpuCount();
+  else {
+    if (typeof n !== 'number' || !Number.isInteger(n)) throw invalidArgType(countName, 'an integer', n);
+    if (n < 1) throw new ValueError(`Number of processes must be at least 1`, { code: 'ERR_MP_BAD_PROCESS_COUNT' });
+    processes = n;
+  }
+  const initializer = o.initializer ?? null;
+  if (initializer !== null && typeof initializer !== 'function') throw invalidArgType('initializer', 'a function', initializer);
+  const initargs = o.initargs ?? [];
+  if (!Array.isArray(initargs)) throw invalidArgType('initargs', 'an array', initargs);
+  const mt = o.maxTasksPerChild ?? null;
+  if (mt !== null) {
+    if (typeof mt !== 'number' || !Number.isInteger(mt)) throw invalidArgType('maxTasksPerChild', 'an integer', mt);
+    if (mt < 1) throw new ValueError('maxTasksPerChild must be a positive integer or null', { code: 'ERR_MP_BAD_MAX_TASKS' });
+  }
+  return {
+    processes,
+    initializer: initializer as AnyFn | null,
+    initargs: [...initargs],
+    maxTasksPerChild: mt as number | null,
+    ctx: (o.ctx ?? null) as ProcessOptions['ctx'],
+  };
+}
+
+function checkFn(fn: unknown): asserts fn is AnyFn {
+  if (typeof fn !== 'function') throw invalidArgType('fn', 'a function', fn);
+}
+
+function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined;
+  if (!(signal instanceof AbortSignal)) throw invalidArgType('signal', 'an AbortSignal', signal);
+  return signal;
+}
+
+function toArray(name: string, it: unknown): unknown[] {
+  if (Array.isArray(it)) return it;
+  if (it !== null && typeof it === 'object' && typeof (it as Iterable<unknown>)[Symbol.iterator] === 'function') {
+    return Array.from(it as Iterable<unknown>);
+  }
+  throw invalidArgType(name, 'an iterable', it);
+}
+
+/** A pool of worker processes (CPython's multiprocessing.Pool). */
+export class Pool {
+  readonly #core: PoolCore;
+  #closed = false;
+  #terminated = false;
+
+  constructor(processes?: number | PoolOptions) {
+    const o = parseWorkerOptions(processes, 'processes');
+    this.#core = new PoolCore({ ...o, onLost: 'replace' });
+  }
+
+  /** The worker pids right now (they change as workers are replaced). */
+  get pids(): number[] {
+    return this.#core.pids;
+  }
+
+  get processes(): number {
+    return this.#core.processes;
+  }
+
+  #checkRunning(): void {
+    if (!this.#core.running) throw new ValueError('Pool not running', { code: 'ERR_MP_POOL_NOT_RUNNING' });
+  }
+
+  /** Runs fn(...args) in a worker and resolves with its result. */
+  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, opts?: { signal?: AbortSignal }): Promise<Awaited<R>> {
+    try {
+      return this.applyAsync(fn, args, opts).get();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  applyAsync<A extends unknown[], R>(fn: (...args: A) => R, args?: A, opts: ApplyOptions<Awaited<R>> = {}): AsyncResult<Awaited<R>> {
+    checkFn(fn);
+    const a = args === undefined ? [] : args;
+    if (!Array.isArray(a)) throw invalidArgType('args', 'an array', args);
+    const signal = checkSignal(opts.signal);
+    this.#checkRunning();
+    const result = new AsyncResult<Awaited<R>>(opts.callback, opts.errorCallback);
+    if (signal?.aborted) {
+      result._reject(abortError(signal));
+      return result;
+    }
+    const id = this.#core.registerFn(fn);
+    this.#core.submit(new ApplyJob(this.#core, id, a, result, signal));
+    return result;
+  }
+
+  /** fn over every item, results in input order. */
+  map<T, R>(fn: (item: T) => R, iterable: Iterable<T>, opts?: MapOptions<Awaited<R>[]>): Promise<Awaited<R>[]> {
+    try {
+      return this.mapAsync(fn, iterable, opts).get();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  mapAsync<T, R>(fn: (item: T) => R, iterable: Iterable<T>, opts: MapOptions<Awaited<R>[]> = {}): AsyncResult<Awaited<R>[]> {
+    return this.#mapAsync(fn as AnyFn, iterable, opts as MapOptions<never>, false) as AsyncResult<Awaited<R>[]>;
+  }
+
+  /** fn(...args) for every args array, results in input order. */
+  starmap<A extends unknown[], R>(fn: (...args: A) => R, iterable: Iterable<A>, opts?: MapOptions<Awaited<R>[]>): Promise<Awaited<R>[]> {
+    try {
+      return this.starmapAsync(fn, iterable, opts).get();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  starmapAsync<A extends unknown[], R>(fn: (...args: A) => R, iterable: Iterable<A>, opts: MapOptions<Awaited<R>[]> = {}): AsyncResult<Awaited<R>[]> {
+    return this.#mapAsync(fn as AnyFn, iterable, opts as MapOptions<never>, true) as AsyncResult<Awaited<R>[]>;
+  }
+
+  #mapAsync(fn: AnyFn, iterable: unknown, opts: MapOptions<never>, star: boolean): AsyncResult<unknown[]> {
+    checkFn(fn);
+    if (typeof opts !== 'object' || opts === null) throw invalidArgType('opts', 'an object', opts);
+    let chunksize = checkChunksize(opts.chunksize);
+    const signal = checkSignal(opts.signal);
+    this.#checkRunning();
+    const items = toArray('iterable', iterable);
+    if (star) for (const a of items) if (!Array.isArray(a)) throw invalidArgType('iterable item', 'an array of arguments', a);
+    chunksize ??= defaultChunksize(items.length, this.#core.processes);
+    const result = new AsyncResult<unknown[]>(opts.callback as ((v: unknown[]) => void) | undefined, opts.errorCallback);
+    if (signal?.aborted) {
+      result._reject(abortError(signal));
+      return result;
+    }
+    const id = this.#core.registerFn(fn);
+    this.#core.submit(new MapJob(this.#core, id, items, chunksize, star, result, signal));
+    return result;
+  }
+
+  /** Lazy, ordered map: pulls the input as workers have room (an infinite generator works). */
+  imap<T, R>(fn: (item: T) => R, iterable: Iterable<T>, opts: ImapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+    return this.#imap(fn as AnyFn, iterable, opts, true) as AsyncIterableIterator<Awaited<R>>;
+  }
+
+  /** As imap, results in completion order. */
+  imapUnordered<T, R>(fn: (item: T) => R, iterable: Iterable<T>, opts: ImapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+    return this.#imap(fn as AnyFn, iterable, opts, false) as AsyncIterableIterator<Awaited<R>>;
+  }
+
+  #imap(fn: AnyFn, iterable: unknown, opts: ImapOptions, ordered: boolean): AsyncIterableIterator<unknown> {
+    checkFn(fn);
+    if (typeof opts !== 'object' || opts === null) throw invalidArgType('opts', 'an object', opts);
+    const chunksize = checkChunksize(opts.chunksize) ?? 1;
+    const signal = checkSignal(opts.signal);
+    if (iterable === null || typeof iterable !== 'object' || typeof (iterable as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+      throw invalidArgType('iterable', 'an iterable', iterable);
+    }
+    this.#checkRunning();
+    const id = this.#core.registerFn(fn);
+    const job = new ImapJob<unknown>(this.#core, id, iterable as Iterable<unknown>, { chunksize, star: false, ordered, signal });
+    if (signal?.aborted) job.fail(abortError(signal));
+    else this.#core.submit(job.asJob);
+    return job;
+  }
+
+  /** No new work; the workers exit when the submitted work is done. */
+  close(): void {
+    this.#closed = true;
+    this.#core.close();
+  }
+
+  /** Stops the workers now (SIGTERM, SIGKILL after 0.5 s); pending work rejects with CancelledError. */
+  async terminate(): Promise<void> {
+    this.#closed = true;
+    this.#terminated = true;
+    await this.#core.terminate();
+  }
+
+  /** Waits for the workers to exit; call close() or terminate() first. */
+  async join(): Promise<void> {
+    if (!this.#closed) throw new ValueError('Pool is still running', { code: 'ERR_MP_POOL_RUNNING' });
+    await this.#core.join();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.terminate();
+  }
+
+  toString(): string {
+    const state = this.#terminated ? 'TERMINATE' : this.#closed ? 'CLOSE' : 'RUN';
+    return `<multiproc.pool.Pool state=${state} pool_size=${this.#core.processes}>`;
+  }
+
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}

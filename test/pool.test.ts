@@ -1,0 +1,355 @@
+import * as fs from 'node:fs';
+
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { AsyncResult, CancelledError, defaultChunksize, Pool, TimeoutError, ValueError, WorkerLostError } from '../lib/index';
+import { isDead, waitUntil } from './fixtures/children';
+
+const pools: Pool[] = [];
+const seenPids = new Set<number>();
+
+function makePool(opts?: ConstructorParameters<typeof Pool>[0]): Pool {
+  const p = new Pool(opts);
+  pools.push(p);
+  for (const pid of p.pids) seenPids.add(pid);
+  return p;
+}
+
+afterEach(async () => {
+  for (const p of pools.splice(0)) {
+    for (const pid of p.pids) seenPids.add(pid);
+    await p.terminate();
+  }
+  // No worker of any pool outlives its test.
+  const pids = [...seenPids];
+  seenPids.clear();
+  expect(await waitUntil(() => pids.every(isDead), 2000)).toBe(true);
+});
+
+const sleepSync = (ms: number): void => {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+};
+
+class MyError extends Error {
+  extra = 42;
+}
+
+describe('Pool', () => {
+  it('apply and applyAsync run closures in worker processes', async () => {
+    const pool = makePool(2);
+    const base = 40;
+    expect(await pool.apply((a: number, b: number) => base + a + b, [1, 1])).toBe(42);
+    const pid = await pool.apply(() => process.pid);
+    expect(pid).not.toBe(process.pid);
+    expect(pool.pids).toContain(pid);
+    const got: number[] = [];
+    const r = pool.applyAsync((x: number) => x * 2, [21], { callback: (v) => got.push(v) });
+    expect(r).toBeInstanceOf(AsyncResult);
+    expect(await r).toBe(42);
+    expect(r.ready()).toBe(true);
+    expect(r.successful()).toBe(true);
+    await new Promise((res) => setImmediate(res));
+    expect(got).toEqual([42]);
+    // async functions are awaited in the worker
+    expect(await pool.apply(async (x: number) => new Promise((res) => setTimeout(() => res(x + 1), 5)), [1])).toBe(2);
+  });
+
+  it('AsyncResult: get(timeout) rejects with TimeoutError, wait, successful before ready', async () => {
+    const pool = makePool(1);
+    const r = pool.applyAsync(() => {
+      sleepSync(300);
+      return 'late';
+    });
+    expect(r.ready()).toBe(false);
+    expect(() => r.successful()).toThrow(ValueError);
+    await expect(r.get(20)).rejects.toBeInstanceOf(TimeoutError);
+    await r.wait(10);
+    expect(r.ready()).toBe(false);
+    await r.wait(5000);
+    expect(r.ready()).toBe(true);
+    expect(await r.get(0)).toBe('late');
+    const errs: unknown[] = [];
+    const bad = pool.applyAsync(
+      () => {
+        throw new RangeError('nope');
+      },
+      [],
+      { errorCallback: (e) => errs.push(e) },
+    );
+    await bad.wait(5000);
+    expect(bad.successful()).toBe(false);
+    await new Promise((res) => setImmediate(res));
+    expect(errs[0]).toBeInstanceOf(RangeError);
+  });
+
+  it('map keeps input order, for every chunksize, and starmap spreads arguments', async () => {
+    const pool = makePool(2);
+    const xs = Array.from({ length: 1000 }, (_, i) => i);
+    const slowOdd = (x: number): number => {
+      if (x % 97 === 1) sleepSync(2);
+      return x * x;
+    };
+    expect(await pool.map(slowOdd, xs)).toEqual(xs.map((x) => x * x));
+    expect(await pool.map(slowOdd, xs, { chunksize: 1 })).toEqual(xs.map((x) => x * x));
+    expect(await pool.map(slowOdd, new Set(xs), { chunksize: 333 })).toEqual(xs.map((x) => x * x));
+    expect(await pool.map((x: number) => x, [])).toEqual([]);
+    expect(await pool.starmap((a: number, b: string) => `${b}${a}`, [[1, 'a'], [2, 'b']])).toEqual(['a1', 'b2']);
+    expect(await pool.mapAsync((x: number) => -x, [1, 2, 3]).get(5000)).toEqual([-1, -2, -3]);
+    expect(await pool.starmapAsync((a: number, b: number) => a * b, [[2, 3]])).toEqual([6]);
+  });
+
+  it("uses CPython's default chunksize rule", () => {
+    expect(defaultChunksize(200_000, 2)).toBe(25_000);
+    expect(defaultChunksize(10, 2)).toBe(2);
+    expect(defaultChunksize(9, 2)).toBe(2);
+    expect(defaultChunksize(8, 2)).toBe(1);
+    expect(defaultChunksize(0, 4)).toBe(1);
+  });
+
+  it('runs closures created after the pool, reusing workers while the function is known', async () => {
+    const pool = makePool(2);
+    const xs = [1, 2, 3];
+    for (let k = 0; k < 5; k++) {
+      expect(await pool.map((x: number) => x * k, xs)).toEqual(xs.map((x) => x * k));
+    }
+    const f = (x: number): number => x + 1;
+    await pool.map(f, [1, 2, 3, 4]);
+    const pidsAfterFirst = pool.pids.slice().sort();
+    for (let i = 0; i < 5; i++) await pool.map(f, [1, 2, 3, 4]);
+    expect(pool.pids.slice().sort()).toEqual(pidsAfterFirst);
+  });
+
+  it('initializer runs in each worker with initargs', async () => {
+    const state = { tag: 'unset' };
+    const pool = makePool({
+      processes: 2,
+      initializer: (tag: string) => {
+        state.tag = `${tag}:${process.pid}`;
+      },
+      initargs: ['init'],
+    });
+    const tags = await pool.map(() => state.tag, [1, 2, 3, 4], { chunksize: 1 });
+    for (const t of tags) expect(t).toMatch(/^init:\d+$/);
+    expect(state.tag).toBe('unset');
+  });
+
+  it('an initializer that throws fails the tasks with its error instead of respawning forever', async () => {
+    const pool = makePool({
+      processes: 1,
+      initializer: () => {
+        throw new Error('init failed');
+      },
+    });
+    await expect(pool.apply(() => 1)).rejects.toThrow('init failed');
+  });
+
+  it('task errors keep their class name, message, properties and remote stack; the worker survives', async () => {
+    const pool = makePool(1);
+    function deepInWorker(): never {
+      throw new TypeError('bad type here');
+    }
+    const thrower = (kind: string): string => {
+      if (kind === 'type') deepInWorker();
+      if (kind === 'custom') throw new MyError('custom');
+      if (kind === 'lib') throw new ValueError('lib error');
+      if (kind === 'value') throw { reason: 7 };
+      if (kind === 'syntax') throw new SyntaxError('five');
+      return kind;
+    };
+    await pool.apply(thrower, ['warm']);
+    const pids = pool.pids;
+    const e1 = (await pool.apply(thrower, ['type']).catch((e) => e)) as Error;
+    expect(e1).toBeInstanceOf(TypeError);
+    expect(e1.message).toBe('bad type here');
+    expect(e1.stack).toContain('deepInWorker');
+    expect(e1.stack).toMatch(/pool worker pid \d+/);
+    const e2 = (await pool.apply(thrower, ['custom']).catch((e) => e)) as Error & { extra: number };
+    expect(e2.name).toBe('MyError');
+    expect(e2.constructor.name).toBe('MyError');
+    expect(e2.message).toBe('custom');
+    expect(e2.extra).toBe(42);
+    expect(e2.stack).toContain('thrower');
+    const e3 = await pool.apply(thrower, ['lib']).catch((e) => e);
+    expect(e3).toBeInstanceOf(ValueError);
+    expect((e3 as ValueError).code).toBe('ERR_MP_VALUE');
+    // a thrown non-Error value arrives as is
+    expect(await pool.apply(thrower, ['value']).catch((e) => e)).toEqual({ reason: 7 });
+    // a map fails with the first error
+    await expect(pool.map(thrower, ['a', 'b', 'syntax', 'c'], { chunksize: 1 })).rejects.toThrow(SyntaxError);
+    expect(pool.pids).toEqual(pids);
+    expect(await pool.apply(thrower, ['alive'])).toBe('alive');
+    expect(pool.pids).toEqual(pids);
+  });
+
+  it('an unserializable result or argument fails that task only', async () => {
+    const pool = makePool(1);
+    const results = await Promise.allSettled([
+      pool.apply(() => 1),
+      pool.apply(() => () => 'a function cannot travel'),
+      pool.apply((x: unknown) => x, [Symbol('no')]),
+      pool.apply(() => 2),
+    ]);
+    expect(results[0]).toEqual({ status: 'fulfilled', value: 1 });
+    expect(results[1]!.status).toBe('rejected');
+    expect(String((results[1] as PromiseRejectedResult).reason.message)).toMatch(/result could not be sent/);
+    expect(results[2]!.status).toBe('rejected');
+    expect(results[3]).toEqual({ status: 'fulfilled', value: 2 });
+  });
+
+  it('a worker that dies (exit, SIGKILL, segfault) fails its task with WorkerLostError and is replaced', async () => {
+    const pool = makePool(2);
+    await pool.map((x: number) => x, [1, 2, 3, 4], { chunksize: 1 });
+    const before = pool.pids;
+    const e1 = await pool.apply(() => process.exit(3)).catch((e) => e);
+    expect(e1).toBeInstanceOf(WorkerLostError);
+    expect((e1 as Error).message).toMatch(/exited with code 3/);
+    const e2 = await pool.apply(() => process.kill(process.pid, 'SIGKILL')).catch((e) => e);
+    expect(e2).toBeInstanceOf(WorkerLostError);
+    expect((e2 as Error).message).toMatch(/signal 9/);
+    const e3 = await pool.apply(() => process.kill(process.pid, 'SIGSEGV')).catch((e) => e);
+    expect(e3).toBeInstanceOf(WorkerLostError);
+    // replaced: the pool is full again and works
+    expect(await pool.map((x: number) => x + 1, [1, 2, 3], { chunksize: 1 })).toEqual([2, 3, 4]);
+    expect(await waitUntil(() => pool.pids.length === 2, 2000)).toBe(true);
+    for (const pid of before) seenPids.add(pid);
+    expect(pool.pids.filter((p) => before.includes(p)).length).toBeLessThan(2);
+  });
+
+  it('worker death during a map rejects the map with WorkerLostError, never hangs', async () => {
+    const pool = makePool(2);
+    const parent = process.pid;
+    const r = pool.map(
+      (x: number) => {
+        if (x === 50 && process.ppid === parent) process.kill(process.pid, 'SIGKILL');
+        return x;
+      },
+      Array.from({ length: 100 }, (_, i) => i),
+      { chunksize: 1 },
+    );
+    await expect(r).rejects.toBeInstanceOf(WorkerLostError);
+    expect(await pool.apply(() => 'ok')).toBe('ok');
+  });
+
+  it('maxTasksPerChild replaces workers', async () => {
+    const pool = makePool({ processes: 1, maxTasksPerChild: 2 });
+    const pids: number[] = [];
+    const getPid = (): number => process.pid;
+    for (let i = 0; i < 6; i++) pids.push(await pool.apply(getPid));
+    for (const p of pids) seenPids.add(p);
+    expect(pids[0]).toBe(pids[1]);
+    expect(pids[2]).toBe(pids[3]);
+    expect(new Set(pids).size).toBe(3);
+    const r = await pool.map((x: number) => [x, process.pid], Array.from({ length: 10 }, (_, i) => i), { chunksize: 1 });
+    expect(r.map((p) => p[0])).toEqual(Array.from({ length: 10 }, (_, i) => i));
+    for (const [, p] of r) seenPids.add(p!);
+    expect(new Set(r.map((p) => p[1])).size).toBeGreaterThanOrEqual(5);
+  });
+
+  it('imap pulls an endless generator lazily with bounded memory; imapUnordered yields everything', async () => {
+    const pool = makePool(2);
+    let pulled = 0;
+    function* naturals(): Generator<number> {
+      for (let i = 0; ; i++) {
+        pulled++;
+        yield i;
+      }
+    }
+    let expected = 0;
+    let maxAhead = 0;
+    for await (const v of pool.imap((x: number) => x * 2, naturals(), { chunksize: 7 })) {
+      expect(v).toBe(expected * 2);
+      expected++;
+      maxAhead = Math.max(maxAhead, pulled - expected);
+      if (expected === 20_000) break;
+    }
+    expect(maxAhead).toBeLessThan(2000);
+    const pulledAtBreak = pulled;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(pulled).toBe(pulledAtBreak); // nothing pulled after break
+    const got: number[] = [];
+    for await (const v of pool.imapUnordered((x: number) => x + 1, [1, 2, 3, 4, 5, 6, 7])) got.push(v);
+    expect(got.sort()).toEqual([2, 3, 4, 5, 6, 7, 8]);
+    // errors end the iteration with the task's error
+    const it = pool.imap((x: number) => {
+      if (x === 3) throw new Error('three');
+      return x;
+    }, [1, 2, 3, 4]);
+    const seen: number[] = [];
+    await expect(
+      (async () => {
+        for await (const v of it) seen.push(v);
+      })(),
+    ).rejects.toThrow('three');
+    expect(seen).toEqual([1, 2]);
+  });
+
+  it('close, join and submit after close', async () => {
+    const pool = makePool(2);
+    await expect(pool.join()).rejects.toBeInstanceOf(ValueError);
+    const r = pool.map((x: number) => {
+      sleepSync(20);
+      return x;
+    }, [1, 2, 3, 4], { chunksize: 1 });
+    const pids = pool.pids;
+    pool.close();
+    pool.close(); // idempotent
+    expect(() => pool.applyAsync(() => 1)).toThrow('Pool not running');
+    await expect(pool.apply(() => 1)).rejects.toBeInstanceOf(ValueError);
+    await pool.join();
+    expect(await r).toEqual([1, 2, 3, 4]);
+    for (const pid of pids) expect(isDead(pid)).toBe(true);
+  });
+
+  it('terminate kills running tasks within a second; pending work rejects with CancelledError', async () => {
+    const pool = makePool(2);
+    const pids = pool.pids;
+    const rs = [1, 2, 3, 4].map(() =>
+      pool.apply(() => {
+        sleepSync(20_000);
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    const t0 = Date.now();
+    await pool.terminate();
+    expect(Date.now() - t0).toBeLessThan(1000);
+    for (const r of rs) await expect(r).rejects.toBeInstanceOf(CancelledError);
+    for (const pid of pids) expect(isDead(pid)).toBe(true);
+    await pool.join();
+    expect(() => pool.applyAsync(() => 1)).toThrow(ValueError);
+  });
+
+  it('Symbol.asyncDispose terminates the pool', async () => {
+    const pool = makePool(1);
+    const pids = pool.pids;
+    await pool[Symbol.asyncDispose]();
+    for (const pid of pids) expect(isDead(pid)).toBe(true);
+  });
+
+  it('an AbortSignal cancels pending work', async () => {
+    const pool = makePool(1);
+    const ac = new AbortController();
+    const slow = pool.apply(() => {
+      sleepSync(200);
+      return 1;
+    });
+    const later = pool.map((x: number) => x, [1, 2, 3], { signal: ac.signal });
+    const later2 = pool.apply(() => 2, [], { signal: ac.signal });
+    ac.abort(new CancelledError('stop'));
+    await expect(later).rejects.toThrow('stop');
+    await expect(later2).rejects.toThrow('stop');
+    expect(await slow).toBe(1);
+    const pre = AbortSignal.abort();
+    await expect(pool.apply(() => 1, [], { signal: pre })).rejects.toBeDefined();
+  });
+
+  it('validates arguments', () => {
+    expect(() => new Pool(0)).toThrow(ValueError);
+    expect(() => new Pool({ processes: 1.5 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => new Pool({ maxTasksPerChild: 0 })).toThrow(ValueError);
+    const pool = makePool(1);
+    expect(() => pool.applyAsync(42 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => pool.mapAsync((x: number) => x, [1], { chunksize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => pool.imap((x: number) => x, 5 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(fs.existsSync(`/proc/${pool.pids[0]}`)).toBe(true);
+  });
+});
