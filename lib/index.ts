@@ -26,3 +26,5 @@ export {
 export type { StartMethod } from './context';
 export { Pool, AsyncResult, defaultChunksize } from './pool';
 export type { PoolOptions, ApplyOptions, MapOptions, ImapOptions } from './pool';
+export { ProcessPoolExecutor, Future, asCompleted, wait, FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED } from './executor';
+export type { FutureState, ProcessPoolExecutorOptions, ExecutorMapOptions, ShutdownOptions, ReturnWhen } from './executor';

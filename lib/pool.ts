@@ -485,7 +485,9 @@ export class PoolCore {
     const code = w.proc.exitCode;
     const how = code === null ? 'closed its pipe' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
     if (this.#opts.onLost === 'break') {
-      this.#break(this.#opts.brokenError?.() ?? new WorkerLostError(`pool worker pid ${w.pid} ${how}`));
+      const err = this.#opts.brokenError?.() ?? new WorkerLostError(`pool worker pid ${w.pid} ${how}`);
+      for (const b of batches) for (const u of b) u.job.fail(err);
+      this.#break(err);
       return;
     }
     // The first batch was being run; the others were never read: they run elsewhere.
@@ -592,7 +594,7 @@ export class PoolCore {
       batch.push(this.#retry.shift()!);
     }
     if (batch.length === 0 && this.#retry.length > 0) {
-      this.#markStale(w, this.#retry[0]!.job.fnId, this.#retry.length);
+      this.#markStale(w, this.#retry[0]!.job.fnId);
       return null;
     }
     for (let k = 0; k < this.#jobs.length && batch.length < limit; ) {
@@ -602,7 +604,7 @@ export class PoolCore {
         continue;
       }
       if (j.fnId >= w.gen) {
-        if (batch.length === 0) this.#markStale(w, j.fnId, j.remaining);
+        if (batch.length === 0) this.#markStale(w, j.fnId);
         break;
       }
       let u: Unit | null = null;
@@ -618,7 +620,11 @@ export class PoolCore {
    * later, or being re-forked) are there for `units` units already — one apply re-forks one
    * worker, a big map all of them.
    */
-  #markStale(w: Worker, fnId: number, units: number): void {
+  #markStale(w: Worker, fnId: number): void {
+    // Everything queued that w cannot run counts.
+    let units = 0;
+    for (const u of this.#retry) if (u.job.fnId >= w.gen) units++;
+    for (const j of this.#jobs) if (j.fnId >= w.gen) units += j.remaining;
     let capable = this.#opts.processes - this.#workers.length;
     for (const x of this.#workers) if (x.stale || x.gen > fnId) capable++;
     if (capable < Math.min(units, this.#opts.processes)) w.stale = true;
@@ -947,8 +953,10 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
       get exhausted() {
         return self.exhausted;
       },
+      // Unknown length: guess that as many chunks remain as were made so far, so batches
+      // start at one chunk (short inputs spread over the workers) and grow geometrically.
       get remaining() {
-        return self.exhausted ? 0 : Infinity;
+        return self.exhausted ? 0 : Math.max(1, self.produced);
       },
       onResult: (u, ok, v) => self.onResult(u, ok, v),
       fail: (e) => self.fail(e),
@@ -968,6 +976,10 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
   get exhausted(): boolean {
     return this.#sourceDone || this.#error !== null || this.#finished;
   }
+  get produced(): number {
+    return this.#nextSeq;
+  }
+
   nextUnit(): Unit | null {
     if (this.exhausted || this.#outstanding >= this.#maxAhead) return null;
     const cs = this.#chunksize;
