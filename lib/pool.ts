@@ -316,8 +316,12 @@ export interface Job {
 
 const PREFETCH = 2;
 const MAX_BATCH = 256;
-/** Unconsumed bytes a worker may have in its pipe before the parent stops sending ahead. */
-const AHEAD_BYTES = 64 * 1024;
+/**
+ * Bytes a worker may have unread in its pipe (batches sent ahead of the one it runs). Must stay
+ * below the socket buffer so that sending ahead never blocks: Linux's AF_UNIX default is
+ * ~208 KiB; macOS gives socketpairs 8 KiB.
+ */
+const AHEAD_BYTES = process.platform === 'linux' ? 64 * 1024 : 4 * 1024;
 
 interface Worker {
   proc: Process;
@@ -335,6 +339,12 @@ interface Worker {
   /** Reached maxTasksPerChild: replace it once idle. */
   retiring: boolean;
   gone: boolean;
+}
+
+function inFlightBytes(w: Worker): number {
+  let n = 0;
+  for (const s of w.sizes) n += s;
+  return n;
 }
 
 export interface CoreOptions {
@@ -572,7 +582,7 @@ export class PoolCore {
     for (let round = 0; round < PREFETCH; round++) {
       for (const w of this.#workers) {
         if (w.gone || w.stale || w.retiring || w.batches.length > round) continue;
-        if (w.batches.length > 0 && w.sizes.reduce((a, b) => a + b, 0) > AHEAD_BYTES / 2) continue;
+        if (w.batches.length > 0 && inFlightBytes(w) >= AHEAD_BYTES) continue;
         const batch = this.#take(w, n);
         if (batch !== null) this.#send(w, batch);
         if ((w.stale || w.retiring) && w.batches.length === 0) this.#again = true;
@@ -652,6 +662,12 @@ export class PoolCore {
       msg = [];
       for (const u of batch) msg.push(u.kind, u.job.fnId, u.payload);
       enc = encodeMessage(msg, null);
+    }
+    if (w.batches.length > 0 && inFlightBytes(w) + enc.length > AHEAD_BYTES) {
+      // Too big to send ahead (the write could block while the worker blocks writing its
+      // results to us: deadlock). It goes first to whichever worker is idle next.
+      this.#retry.unshift(...batch);
+      return;
     }
     try {
       native.sendFrame(w.fd, true, enc.chunks);

@@ -98,6 +98,16 @@ describe('Pool', () => {
     expect(await pool.starmapAsync((a: number, b: number) => a * b, [[2, 3]])).toEqual([6]);
   });
 
+  it('moves large arguments and results both ways without deadlocking', async () => {
+    const pool = makePool(2);
+    const big = Array.from({ length: 12 }, (_, i) => String.fromCharCode(97 + i).repeat(1 << 20));
+    const echoed = await pool.map((s: string) => s + s, big, { chunksize: 1 });
+    expect(echoed.map((s) => s.length)).toEqual(big.map((s) => 2 * s.length));
+    expect(echoed[11]!.slice(0, 3)).toBe('lll');
+    const sizes = await Promise.all(big.map((s) => pool.apply((x: string) => x.length, [s])));
+    expect(sizes).toEqual(big.map((s) => s.length));
+  });
+
   it("uses CPython's default chunksize rule", () => {
     expect(defaultChunksize(200_000, 2)).toBe(25_000);
     expect(defaultChunksize(10, 2)).toBe(2);
