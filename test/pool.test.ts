@@ -3,7 +3,10 @@ import * as fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { AsyncResult, CancelledError, defaultChunksize, Pool, TimeoutError, ValueError, WorkerLostError } from '../lib/index';
-import { isDead, waitUntil } from './fixtures/children';
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+
+import { isDead, runFixture, waitUntil } from './fixtures/children';
 
 const pools: Pool[] = [];
 const seenPids = new Set<number>();
@@ -361,5 +364,31 @@ describe('Pool', () => {
     expect(() => pool.mapAsync((x: number) => x, [1], { chunksize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => pool.imap((x: number) => x, 5 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(fs.existsSync(`/proc/${pool.pids[0]}`)).toBe(true);
+  });
+
+  it('a program that never closes its pool still exits, and leaves no worker behind', async () => {
+    const r = await runFixture('pool-unclosed.js', [], 20_000);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('result [3,6,9,12]');
+    const pids = r.stdout.match(/pids (.*)/)![1]!.split(' ').map(Number);
+    expect(pids).toHaveLength(2);
+    expect(await waitUntil(() => pids.every(isDead), 2000)).toBe(true);
+  });
+
+  it('workers die with their parent (SIGKILL), idle or busy', async () => {
+    const child = spawn(process.execPath, ['--single-threaded', path.join(__dirname, 'fixtures', 'pool-unclosed.js'), 'hang'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      expect(await waitUntil(() => out.includes('pids '), 10_000)).toBe(true);
+      const pids = out.match(/pids (.*)/)![1]!.split(' ').map(Number);
+      await new Promise((r) => setTimeout(r, 50));
+      child.kill('SIGKILL');
+      expect(await waitUntil(() => pids.every(isDead), 3000)).toBe(true);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
