@@ -380,7 +380,8 @@ export class PoolCore {
 
   constructor(opts: CoreOptions) {
     this.#opts = opts;
-    for (let i = 0; i < opts.processes; i++) this.#spawn();
+    // The workers are forked on the next turn of the event loop (see #dispatch).
+    this.schedule();
   }
 
   get broken(): Error | null {
@@ -568,8 +569,9 @@ export class PoolCore {
       if ((w.stale || w.retiring) && w.batches.length === 0) this.#retire(w);
     }
     if (this.#workers.length < this.#wanted() && this.#refill === null) {
-      // Fork from a fresh stack: forking inside a native callback's microtasks (a Connection
-      // read's continuation, where results arrive) kills the child at its first turn.
+      // Fork from a fresh stack: forking inside the microtasks of a native callback (the
+      // continuation of a Connection read, where results arrive, or of a Process join) kills
+      // the child at its first turn. So workers, the first ones too, start on the next turn.
       this.#refill = setImmediate(() => {
         this.#refill = null;
         if (this.#state === State.TERMINATE) return;
@@ -783,6 +785,17 @@ export class PoolCore {
 
   /** Waits until every worker has exited (after close or terminate). */
   async join(): Promise<void> {
+    // The workers are daemons: their exit watchers do not keep the event loop alive, but a
+    // pending join must (else `await pool.join()` at the end of a program never returns).
+    const keepAlive = setInterval(() => {}, 1 << 30);
+    try {
+      await this.#join();
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  async #join(): Promise<void> {
     for (;;) {
       if (this.#state !== State.TERMINATE) await this.#whenIdle();
       if (this.#exits.size === 0 && this.#workers.length === 0) return;
@@ -1325,7 +1338,7 @@ export class Pool {
     this.#core = new PoolCore({ ...o, onLost: 'replace' });
   }
 
-  /** The worker pids right now (they change as workers are replaced). */
+  /** The worker pids right now: empty until the workers start (on the next event-loop turn); they change as workers are replaced. */
   get pids(): number[] {
     return this.#core.pids;
   }

@@ -35,6 +35,12 @@ afterEach(async () => {
   expect(await waitUntil(() => pids.every(isDead), 2000)).toBe(true);
 });
 
+async function started(ex: ProcessPoolExecutor): Promise<number[]> {
+  expect(await waitUntil(() => ex.pids.length === ex.maxWorkers, 5000)).toBe(true);
+  for (const pid of ex.pids) seenPids.add(pid);
+  return ex.pids;
+}
+
 const sleepSync = (ms: number): void => {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 };
@@ -149,7 +155,7 @@ describe('ProcessPoolExecutor', () => {
 
   it('a worker killed mid-task breaks the executor: BrokenProcessPool for pending futures, no new work', async () => {
     const ex = makeExecutor({ maxWorkers: 2 });
-    const pids = ex.pids;
+    const pids = await started(ex);
     const killer = ex.submit(() => {
       sleepSync(50);
       process.kill(process.pid, 'SIGKILL');
@@ -172,7 +178,7 @@ describe('ProcessPoolExecutor', () => {
 
   it('shutdown waits for work, cancelFutures cancels queued work, then refuses new work', async () => {
     const ex = makeExecutor({ maxWorkers: 1 });
-    const pids = ex.pids;
+    const pids = await started(ex);
     const running = ex.submit(() => {
       sleepSync(100);
       return 'done';

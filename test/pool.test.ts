@@ -29,6 +29,13 @@ afterEach(async () => {
   expect(await waitUntil(() => pids.every(isDead), 2000)).toBe(true);
 });
 
+/** The worker pids once the workers have started (they fork on the next event-loop turn). */
+async function started(pool: { pids: number[]; processes: number }): Promise<number[]> {
+  expect(await waitUntil(() => pool.pids.length === pool.processes, 5000)).toBe(true);
+  for (const pid of pool.pids) seenPids.add(pid);
+  return pool.pids;
+}
+
 const sleepSync = (ms: number): void => {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 };
@@ -303,7 +310,7 @@ describe('Pool', () => {
       sleepSync(20);
       return x;
     }, [1, 2, 3, 4], { chunksize: 1 });
-    const pids = pool.pids;
+    const pids = await started(pool);
     pool.close();
     pool.close(); // idempotent
     expect(() => pool.applyAsync(() => 1)).toThrow('Pool not running');
@@ -315,7 +322,7 @@ describe('Pool', () => {
 
   it('terminate kills running tasks within a second; pending work rejects with CancelledError', async () => {
     const pool = makePool(2);
-    const pids = pool.pids;
+    const pids = await started(pool);
     const rs = [1, 2, 3, 4].map(() =>
       pool.apply(() => {
         sleepSync(20_000);
@@ -333,7 +340,7 @@ describe('Pool', () => {
 
   it('Symbol.asyncDispose terminates the pool', async () => {
     const pool = makePool(1);
-    const pids = pool.pids;
+    const pids = await started(pool);
     await pool[Symbol.asyncDispose]();
     for (const pid of pids) expect(isDead(pid)).toBe(true);
   });
@@ -355,7 +362,7 @@ describe('Pool', () => {
     await expect(pool.apply(() => 1, [], { signal: pre })).rejects.toBeDefined();
   });
 
-  it('validates arguments', () => {
+  it('validates arguments', async () => {
     expect(() => new Pool(0)).toThrow(ValueError);
     expect(() => new Pool({ processes: 1.5 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => new Pool({ maxTasksPerChild: 0 })).toThrow(ValueError);
@@ -363,7 +370,7 @@ describe('Pool', () => {
     expect(() => pool.applyAsync(42 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => pool.mapAsync((x: number) => x, [1], { chunksize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => pool.imap((x: number) => x, 5 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
-    expect(fs.existsSync(`/proc/${pool.pids[0]}`)).toBe(true);
+    expect(fs.existsSync(`/proc/${(await started(pool))[0]}`)).toBe(true);
   });
 
   it('a program that never closes its pool still exits, and leaves no worker behind', async () => {
@@ -373,6 +380,12 @@ describe('Pool', () => {
     const pids = r.stdout.match(/pids (.*)/)![1]!.split(' ').map(Number);
     expect(pids).toHaveLength(2);
     expect(await waitUntil(() => pids.every(isDead), 2000)).toBe(true);
+  });
+
+  it('join() keeps the program alive until the workers have exited', async () => {
+    const r = await runFixture('pool-unclosed.js', ['join'], 20_000);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('joined');
   });
 
   it('workers die with their parent (SIGKILL), idle or busy', async () => {
@@ -390,5 +403,14 @@ describe('Pool', () => {
     } finally {
       child.kill('SIGKILL');
     }
+  });
+
+  it('a pool made in the continuation of a join (a native callback) works', async () => {
+    const first = makePool(1);
+    expect(await first.apply((x: number) => x, [1])).toBe(1);
+    first.close();
+    await first.join();
+    const second = makePool(2);
+    expect(await second.map((x: number) => x + 1, [1, 2, 3], { chunksize: 1 })).toEqual([2, 3, 4]);
   });
 });
