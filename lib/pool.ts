@@ -237,14 +237,14 @@ async function workerMain(conn: Connection, initializer: AnyFn | null, initargs:
             value = await value;
           }
         } else {
-          const res = new Array<unknown>(payload.length);
-          for (let j = 0; j < payload.length; j++) {
-            let v = kind === KIND_MAP ? fn(payload[j]) : fn(...(payload[j] as unknown[]));
-            if (isThenable(v)) {
-              wentAsync = true;
-              v = await v;
-            }
-            res[j] = v;
+          // The loop runs in a plain function: V8 optimizes it (on-stack replacement) from the
+          // first big chunk, which it cannot do for a loop inside this async function.
+          const res: unknown[] = [];
+          let j = runChunk(fn, kind, payload, res, 0);
+          while (j < payload.length) {
+            wentAsync = true;
+            res.push(await res.pop());
+            j = runChunk(fn, kind, payload, res, j + 1);
           }
           value = res;
         }
@@ -260,6 +260,20 @@ async function workerMain(conn: Connection, initializer: AnyFn | null, initargs:
     sync = !wentAsync;
   }
   conn.close();
+}
+
+/**
+ * Calls fn on payload[start..] into res until a call returns a thenable (left as the last
+ * element of res); returns that call's index, or payload.length when all are done.
+ */
+function runChunk(fn: (...a: unknown[]) => unknown, kind: number, payload: unknown[], res: unknown[], start: number): number {
+  const n = payload.length;
+  for (let j = start; j < n; j++) {
+    const v = kind === KIND_MAP ? fn(payload[j]) : fn(...(payload[j] as unknown[]));
+    res.push(v);
+    if (isThenable(v)) return j;
+  }
+  return n;
 }
 
 function sendResults(fd: number, out: unknown[]): void {
@@ -367,7 +381,9 @@ const enum State {
 export class PoolCore {
   readonly #opts: CoreOptions;
   #workers: Worker[] = [];
+  /** Jobs with units still to come, in submission order, from #head on (a deque). */
   #jobs: Job[] = [];
+  #head = 0;
   /** Units taken back from a lost worker that had not read them: they run first. */
   #retry: Unit[] = [];
   #state = State.RUN;
@@ -449,7 +465,7 @@ export class PoolCore {
     const exited = proc.join().then(() => {
       this.#exits.delete(exited);
       if (!w.gone) this.#lost(w);
-      else this.#closeProc(w);
+      this.#closeProc(w); // its sentinel
     });
     this.#exits.add(exited);
     return w;
@@ -521,10 +537,11 @@ export class PoolCore {
   }
 
   #failAll(err: unknown): void {
-    const jobs = new Set<Job>(this.#jobs);
+    const jobs = new Set<Job>(this.#jobs.slice(this.#head));
     for (const u of this.#retry) jobs.add(u.job);
     for (const w of this.#workers) for (const b of w.batches) for (const u of b) jobs.add(u.job);
     this.#jobs = [];
+    this.#head = 0;
     this.#retry = [];
     for (const w of this.#workers) {
       w.batches = [];
@@ -558,7 +575,7 @@ export class PoolCore {
 
   #hasWork(): boolean {
     if (this.#retry.length > 0) return true;
-    for (const j of this.#jobs) if (!j.exhausted) return true;
+    for (let k = this.#head; k < this.#jobs.length; k++) if (!this.#jobs[k]!.exhausted) return true;
     return false;
   }
 
@@ -582,7 +599,7 @@ export class PoolCore {
     if (!this.#hasWork()) return;
     const n = this.#workers.length;
     for (let round = 0; round < PREFETCH; round++) {
-      for (const w of this.#workers) {
+      for (const w of [...this.#workers]) {
         if (w.gone || w.stale || w.retiring || w.batches.length > round) continue;
         if (w.batches.length > 0 && inFlightBytes(w) >= AHEAD_BYTES) continue;
         const batch = this.#take(w, n);
@@ -594,8 +611,13 @@ export class PoolCore {
 
   /** Up to a fair share of units for w, or null (nothing it may run now). */
   #take(w: Worker, n: number): Unit[] | null {
+    // (Looking at the first jobs is enough to size a batch; thousands of queued applies must
+    // not make every dispatch O(jobs).)
     let remaining = this.#retry.length;
-    for (const j of this.#jobs) remaining += Math.min(j.remaining, 64 * MAX_BATCH);
+    const jobs = this.#jobs;
+    for (let k = this.#head; k < jobs.length && k < this.#head + 4 * MAX_BATCH && remaining < n * PREFETCH * MAX_BATCH; k++) {
+      remaining += jobs[k]!.remaining;
+    }
     let limit = Math.max(1, Math.min(MAX_BATCH, Math.ceil(remaining / (n * PREFETCH))));
     const max = this.#opts.maxTasksPerChild;
     if (max !== null) limit = Math.min(limit, max - w.units);
@@ -609,10 +631,10 @@ export class PoolCore {
       this.#markStale(w, this.#retry[0]!.job.fnId);
       return null;
     }
-    for (let k = 0; k < this.#jobs.length && batch.length < limit; ) {
+    for (let k = this.#head; k < this.#jobs.length && batch.length < limit; ) {
       const j = this.#jobs[k]!;
       if (j.exhausted) {
-        this.#jobs.splice(k, 1);
+        k = this.#removeJob(k);
         continue;
       }
       if (j.fnId >= w.gen) {
@@ -621,10 +643,29 @@ export class PoolCore {
       }
       let u: Unit | null = null;
       while (batch.length < limit && (u = j.next()) !== null) batch.push(u);
-      if (j.exhausted) this.#jobs.splice(k, 1);
+      if (j.exhausted) k = this.#removeJob(k);
       else if (u === null) k++; // held back (backpressure): later jobs may go
     }
     return batch.length > 0 ? batch : null;
+  }
+
+  /** Removes the job at k (O(1) at the head, where jobs end in FIFO order); returns the index of the next one. */
+  #removeJob(k: number): number {
+    const jobs = this.#jobs;
+    if (k !== this.#head) {
+      jobs.splice(k, 1);
+      return k;
+    }
+    jobs[k] = undefined as unknown as Job;
+    this.#head++;
+    if (this.#head === jobs.length) {
+      this.#jobs = [];
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= jobs.length) {
+      this.#jobs = jobs.slice(this.#head);
+      this.#head = 0;
+    }
+    return this.#head;
   }
 
   /**
@@ -636,7 +677,10 @@ export class PoolCore {
     // Everything queued that w cannot run counts.
     let units = 0;
     for (const u of this.#retry) if (u.job.fnId >= w.gen) units++;
-    for (const j of this.#jobs) if (j.fnId >= w.gen) units += j.remaining;
+    for (let k = this.#head; k < this.#jobs.length; k++) {
+      const j = this.#jobs[k]!;
+      if (j.fnId >= w.gen) units += j.remaining;
+    }
     let capable = this.#opts.processes - this.#workers.length;
     for (const x of this.#workers) if (x.stale || x.gen > fnId) capable++;
     if (capable < Math.min(units, this.#opts.processes)) w.stale = true;

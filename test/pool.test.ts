@@ -106,6 +106,10 @@ describe('Pool', () => {
     expect(await pool.starmap((a: number, b: string) => `${b}${a}`, [[1, 'a'], [2, 'b']])).toEqual(['a1', 'b2']);
     expect(await pool.mapAsync((x: number) => -x, [1, 2, 3]).get(5000)).toEqual([-1, -2, -3]);
     expect(await pool.starmapAsync((a: number, b: number) => a * b, [[2, 3]])).toEqual([6]);
+    // async functions (and functions returning a promise for some items) are awaited per item
+    const mixed = (x: number): number | Promise<number> => (x % 2 ? new Promise((r) => setTimeout(() => r(x * 10), 1)) : x * 10);
+    expect(await pool.map(mixed, [1, 2, 3, 4, 5, 6, 7], { chunksize: 4 })).toEqual([10, 20, 30, 40, 50, 60, 70]);
+    expect(await pool.starmap(async (a: number, b: number) => a - b, [[5, 1], [9, 3]], { chunksize: 2 })).toEqual([4, 6]);
   });
 
   it('moves large arguments and results both ways without deadlocking', async () => {
