@@ -21,6 +21,7 @@
 import { inspect } from 'node:util';
 
 import { Connection, Pipe } from './connection';
+import { getStartMethod } from './context';
 import {
   CancelledError,
   invalidArgType,
@@ -31,6 +32,7 @@ import {
   WorkerLostError,
 } from './errors';
 import * as errorClasses from './errors';
+import { assertForkSafe } from './forksafe';
 import { native } from './native';
 import { cpuCount, Process, type ProcessOptions } from './process';
 import { encodeMessage } from './reduction';
@@ -347,6 +349,8 @@ interface Worker {
   batches: Unit[][];
   sizes: number[];
   units: number;
+  /** Units it returned results for. */
+  done: number;
   reading: boolean;
   /** Needs a function it does not know: replace it as soon as it is idle. */
   stale: boolean;
@@ -392,9 +396,23 @@ export class PoolCore {
   #broken: Error | null = null;
   #exits = new Set<Promise<void>>();
   #idleWaiters: Array<() => void> = [];
-  #refill: NodeJS.Immediate | null = null;
+  /** Cancels the pending refill (workers to fork on a later turn), if any. */
+  #refill: (() => void) | null = null;
+  /** Workers in a row that died before finishing any task. */
+  #quickDeaths = 0;
 
   constructor(opts: CoreOptions) {
+    // Workers run closures from their copy of this process: they must be forked. Check now, so
+    // that the error reaches the caller rather than the later turn that forks them.
+    const method = opts.ctx?.getStartMethod() ?? getStartMethod();
+    if (method !== 'fork') {
+      throw new ValueError(
+        `a pool needs the 'fork' start method (its workers run functions from a copy of this process), not '${method}'. ` +
+          'Run the program with `npx multiproc app.js` (node --single-threaded) to make it fork-safe.',
+        { code: 'ERR_MP_POOL_NEEDS_FORK' },
+      );
+    }
+    assertForkSafe();
     this.#opts = opts;
     // The workers are forked on the next turn of the event loop (see #dispatch).
     this.schedule();
@@ -456,6 +474,7 @@ export class PoolCore {
       batches: [],
       sizes: [],
       units: 0,
+      done: 0,
       reading: false,
       stale: false,
       retiring: false,
@@ -509,6 +528,7 @@ export class PoolCore {
     }
     const batches = w.batches.splice(0);
     w.sizes = [];
+    if (w.done === 0) this.#quickDeaths++;
     const code = w.proc.exitCode;
     const how = code === null ? 'closed its pipe' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
     if (this.#opts.onLost === 'break') {
@@ -589,12 +609,29 @@ export class PoolCore {
       // Fork from a fresh stack: forking inside the microtasks of a native callback (the
       // continuation of a Connection read, where results arrive, or of a Process join) kills
       // the child at its first turn. So workers, the first ones too, start on the next turn.
-      this.#refill = setImmediate(() => {
+      const refill = (): void => {
         this.#refill = null;
         if (this.#state === State.TERMINATE) return;
-        while (this.#workers.length < this.#wanted()) this.#spawn();
+        try {
+          while (this.#workers.length < this.#wanted()) this.#spawn();
+        } catch (e) {
+          // Cannot fork any more (e.g. a worker_threads Worker now runs, or EAGAIN): everything
+          // pending fails with that error and the pool accepts no more work.
+          this.#break(e instanceof Error ? e : new WorkerLostError(String(e)));
+          return;
+        }
         this.schedule();
-      });
+      };
+      // Workers that die before their first task (a crashing initializer) are replaced after a
+      // growing delay, not in a tight fork loop.
+      if (this.#quickDeaths < 3) {
+        const i = setImmediate(refill);
+        this.#refill = () => clearImmediate(i);
+      } else {
+        const t = setTimeout(refill, Math.min(1000, 10 << Math.min(this.#quickDeaths, 10)));
+        if (!this.#hasWork()) t.unref();
+        this.#refill = () => clearTimeout(t);
+      }
     }
     if (!this.#hasWork()) return;
     const n = this.#workers.length;
@@ -755,6 +792,8 @@ export class PoolCore {
     const batch = w.batches.shift();
     w.sizes.shift();
     if (batch === undefined) return;
+    w.done += batch.length;
+    this.#quickDeaths = 0;
     for (let i = 0; i < batch.length; i++) {
       const u = batch[i]!;
       const st = out[2 * i];
@@ -799,7 +838,7 @@ export class PoolCore {
   }
 
   async #killAll(): Promise<void> {
-    if (this.#refill !== null) clearImmediate(this.#refill);
+    this.#refill?.();
     this.#refill = null;
     const ws = this.#workers.splice(0);
     for (const w of ws) {

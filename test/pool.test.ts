@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { AsyncResult, CancelledError, defaultChunksize, Pool, TimeoutError, ValueError, WorkerLostError } from '../lib/index';
+import { AsyncResult, CancelledError, defaultChunksize, getContext, Pool, TimeoutError, ValueError, WorkerLostError } from '../lib/index';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 
@@ -165,6 +165,21 @@ describe('Pool', () => {
       },
     });
     await expect(pool.apply(() => 1)).rejects.toThrow('init failed');
+  });
+
+  it('an initializer that kills its worker fails the task with WorkerLostError; respawns back off', async () => {
+    const pool = makePool({ processes: 1, initializer: () => process.exit(4) });
+    const e = await pool.apply((x: number) => x, [1]).catch((err) => err);
+    expect(e).toBeInstanceOf(WorkerLostError);
+    expect((e as Error).message).toMatch(/exited with code 4/);
+    const seen = new Set<number>();
+    const end = Date.now() + 500;
+    while (Date.now() < end) {
+      for (const pid of pool.pids) seen.add(pid);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    for (const pid of seen) seenPids.add(pid);
+    expect(seen.size).toBeLessThan(15); // not a tight fork loop
   });
 
   it('task errors keep their class name, message, properties and remote stack; the worker survives', async () => {
@@ -370,6 +385,8 @@ describe('Pool', () => {
     expect(() => new Pool(0)).toThrow(ValueError);
     expect(() => new Pool({ processes: 1.5 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => new Pool({ maxTasksPerChild: 0 })).toThrow(ValueError);
+    // workers run closures from a copy of this process: only the fork start method can do that
+    expect(() => new Pool({ processes: 1, ctx: getContext('spawn') })).toThrow(expect.objectContaining({ code: 'ERR_MP_POOL_NEEDS_FORK' }));
     const pool = makePool(1);
     expect(() => pool.applyAsync(42 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => pool.mapAsync((x: number) => x, [1], { chunksize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
