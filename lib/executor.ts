@@ -5,7 +5,7 @@
 import { inspect } from 'node:util';
 
 import { BrokenProcessPool, CancelledError, invalidArgType, RuntimeError, TimeoutError, ValueError } from './errors';
-import { ImapJob, parseWorkerOptions, PoolCore, type Job, type Unit } from './pool';
+import { ImapJob, isIterable, parseWorkerOptions, PoolCore, type Job, type Unit } from './pool';
 import type { ProcessOptions } from './process';
 
 export type FutureState = 'PENDING' | 'RUNNING' | 'CANCELLED' | 'FINISHED';
@@ -256,16 +256,14 @@ export class ProcessPoolExecutor {
   }
 
   /** fn over the items, lazily and in order; `timeout` counts from this call. */
-  map<T, R>(fn: (item: T) => R, iterable: Iterable<T>, opts: ExecutorMapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+  map<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, opts: ExecutorMapOptions = {}): AsyncIterableIterator<Awaited<R>> {
     if (typeof fn !== 'function') throw invalidArgType('fn', 'a function', fn);
     if (typeof opts !== 'object' || opts === null) throw invalidArgType('opts', 'an object', opts);
     const timeout = checkTimeout(opts.timeout);
     const cs = opts.chunksize ?? 1;
     if (typeof cs !== 'number' || !Number.isInteger(cs)) throw invalidArgType('chunksize', 'an integer', cs);
     if (cs < 1) throw new ValueError('chunksize must be >= 1.', { code: 'ERR_MP_BAD_CHUNKSIZE' });
-    if (iterable === null || typeof iterable !== 'object' || typeof iterable[Symbol.iterator] !== 'function') {
-      throw invalidArgType('iterable', 'an iterable', iterable);
-    }
+    if (!isIterable(iterable)) throw invalidArgType('iterable', 'an iterable or async iterable', iterable);
     this.#checkOpen();
     const id = this.#core.registerFn(fn as never);
     const job = new ImapJob<Awaited<R>>(this.#core, id, iterable, {

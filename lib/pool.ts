@@ -1023,7 +1023,11 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
   /** The view the pool core uses (its next() gives units; ours is the iterator protocol's). */
   readonly asJob: Job;
   readonly #core: PoolCore;
-  readonly #source: Iterator<unknown>;
+  readonly #source: Iterator<unknown> | null;
+  /** An async iterable's iterator: pulled ahead into #pending, at most two chunks. */
+  readonly #asource: AsyncIterator<unknown> | null;
+  #pending: unknown[] = [];
+  #pulling = false;
   readonly #chunksize: number;
   readonly #kind: number;
   readonly #ordered: boolean;
@@ -1046,12 +1050,18 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
   constructor(
     core: PoolCore,
     fnId: number,
-    iterable: Iterable<unknown>,
+    iterable: Iterable<unknown> | AsyncIterable<unknown>,
     opts: { chunksize: number; star: boolean; ordered: boolean; signal?: AbortSignal; timeout?: number },
   ) {
     this.#core = core;
     this.fnId = fnId;
-    this.#source = iterable[Symbol.iterator]();
+    if (typeof (iterable as Iterable<unknown>)[Symbol.iterator] === 'function') {
+      this.#source = (iterable as Iterable<unknown>)[Symbol.iterator]();
+      this.#asource = null;
+    } else {
+      this.#source = null;
+      this.#asource = (iterable as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+    }
     this.#chunksize = opts.chunksize;
     this.#kind = opts.star ? KIND_STAR : KIND_MAP;
     this.#ordered = opts.ordered;
@@ -1078,6 +1088,7 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
       this.#onAbort = () => this.fail(abortError(signal));
       signal.addEventListener('abort', this.#onAbort, { once: true });
     }
+    this.#pull();
   }
 
   next(): Promise<IteratorResult<R>> {
@@ -1086,7 +1097,7 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
 
   // The Job side (called by the core).
   get exhausted(): boolean {
-    return this.#sourceDone || this.#error !== null || this.#finished;
+    return (this.#sourceDone && this.#pending.length === 0) || this.#error !== null || this.#finished;
   }
   get produced(): number {
     return this.#nextSeq;
@@ -1095,10 +1106,20 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
   nextUnit(): Unit | null {
     if (this.exhausted || this.#outstanding >= this.#maxAhead) return null;
     const cs = this.#chunksize;
+    if (this.#asource !== null) {
+      if (this.#pending.length < cs && !this.#sourceDone) {
+        this.#pull();
+        return null;
+      }
+      const payload = this.#pending.splice(0, cs);
+      this.#pull();
+      this.#outstanding++;
+      return { job: this.asJob, kind: this.#kind, payload, seq: this.#nextSeq++ };
+    }
     const payload: unknown[] = [];
     try {
       while (payload.length < cs) {
-        const r = this.#source.next();
+        const r = this.#source!.next();
         if (r.done) {
           this.#sourceDone = true;
           break;
@@ -1133,12 +1154,46 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
     this.#wake();
   }
 
+  /** Async input: reads ahead up to two chunks, then tells the core there is work. */
+  #pull(): void {
+    const src = this.#asource;
+    if (src === null || this.#pulling || this.#sourceDone || this.#error !== null || this.#finished) return;
+    if (this.#pending.length >= 2 * this.#chunksize) return;
+    this.#pulling = true;
+    let r: Promise<IteratorResult<unknown>>;
+    try {
+      r = Promise.resolve(src.next());
+    } catch (e) {
+      this.#pulling = false;
+      this.fail(e);
+      return;
+    }
+    r.then(
+      (res) => {
+        this.#pulling = false;
+        if (this.#error !== null || this.#finished) return;
+        if (res.done) this.#sourceDone = true;
+        else this.#pending.push(res.value);
+        this.#pull();
+        this.#core.schedule();
+        this.#wake();
+      },
+      (e) => {
+        this.#pulling = false;
+        this.fail(e);
+      },
+    );
+  }
+
   #cleanup(): void {
     this.#core.releaseFn(this.fnId);
     if (this.#onAbort !== null) this.#signal!.removeEventListener('abort', this.#onAbort);
     this.#onAbort = null;
     try {
-      if (!this.#sourceDone) this.#source.return?.();
+      if (!this.#sourceDone) {
+        this.#source?.return?.();
+        if (this.#asource?.return) Promise.resolve(this.#asource.return()).catch(() => {});
+      }
     } catch {
       // the source's own cleanup failed: nothing more to pull anyway
     }
@@ -1181,7 +1236,7 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
         this.#finished = true;
         throw this.#error.e;
       }
-      if (this.#sourceDone && this.#outstanding === 0) {
+      if (this.#sourceDone && this.#outstanding === 0 && this.#pending.length === 0) {
         this.#finished = true;
         this.#cleanup();
         return { done: true, value: undefined };
@@ -1392,6 +1447,15 @@ export function parseWorkerOptions(
   };
 }
 
+/** A sync or async iterable. */
+export function isIterable(v: unknown): v is Iterable<unknown> | AsyncIterable<unknown> {
+  if (v === null || (typeof v !== 'object' && typeof v !== 'function')) return false;
+  return (
+    typeof (v as Iterable<unknown>)[Symbol.iterator] === 'function' ||
+    typeof (v as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
+  );
+}
+
 function checkFn(fn: unknown): asserts fn is AnyFn {
   if (typeof fn !== 'function') throw invalidArgType('fn', 'a function', fn);
 }
@@ -1505,12 +1569,12 @@ export class Pool {
   }
 
   /** Lazy, ordered map: pulls the input as workers have room (an infinite generator works). */
-  imap<T, R>(fn: (item: T) => R, iterable: Iterable<T>, opts: ImapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+  imap<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, opts: ImapOptions = {}): AsyncIterableIterator<Awaited<R>> {
     return this.#imap(fn as AnyFn, iterable, opts, true) as AsyncIterableIterator<Awaited<R>>;
   }
 
   /** As imap, results in completion order. */
-  imapUnordered<T, R>(fn: (item: T) => R, iterable: Iterable<T>, opts: ImapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+  imapUnordered<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, opts: ImapOptions = {}): AsyncIterableIterator<Awaited<R>> {
     return this.#imap(fn as AnyFn, iterable, opts, false) as AsyncIterableIterator<Awaited<R>>;
   }
 
@@ -1519,12 +1583,10 @@ export class Pool {
     if (typeof opts !== 'object' || opts === null) throw invalidArgType('opts', 'an object', opts);
     const chunksize = checkChunksize(opts.chunksize) ?? 1;
     const signal = checkSignal(opts.signal);
-    if (iterable === null || typeof iterable !== 'object' || typeof (iterable as Iterable<unknown>)[Symbol.iterator] !== 'function') {
-      throw invalidArgType('iterable', 'an iterable', iterable);
-    }
+    if (!isIterable(iterable)) throw invalidArgType('iterable', 'an iterable or async iterable', iterable);
     this.#checkRunning();
     const id = this.#core.registerFn(fn);
-    const job = new ImapJob<unknown>(this.#core, id, iterable as Iterable<unknown>, { chunksize, star: false, ordered, signal });
+    const job = new ImapJob<unknown>(this.#core, id, iterable, { chunksize, star: false, ordered, signal });
     if (signal?.aborted) job.fail(abortError(signal));
     else this.#core.submit(job.asJob);
     return job;

@@ -322,6 +322,44 @@ describe('Pool', () => {
     expect(seen).toEqual([1, 2]);
   });
 
+  it('imap pulls an async iterable lazily too, and reports its errors', async () => {
+    const pool = makePool(2);
+    let pulled = 0;
+    async function* slowNaturals(): AsyncGenerator<number> {
+      for (let i = 0; ; i++) {
+        if (i % 100 === 0) await new Promise((r) => setTimeout(r, 1));
+        pulled++;
+        yield i;
+      }
+    }
+    let n = 0;
+    let maxAhead = 0;
+    for await (const v of pool.imap((x: number) => x + 1, slowNaturals(), { chunksize: 3 })) {
+      expect(v).toBe(++n);
+      maxAhead = Math.max(maxAhead, pulled - n);
+      if (n === 3000) break;
+    }
+    expect(maxAhead).toBeLessThan(1000);
+    async function* few(): AsyncGenerator<number> {
+      yield 1;
+      await new Promise((r) => setTimeout(r, 5));
+      yield 2;
+      yield 3;
+    }
+    const got: number[] = [];
+    for await (const v of pool.imapUnordered((x: number) => x * 2, few(), { chunksize: 2 })) got.push(v);
+    expect(got.sort()).toEqual([2, 4, 6]);
+    async function* broken(): AsyncGenerator<number> {
+      yield 1;
+      throw new Error('source broke');
+    }
+    await expect(
+      (async () => {
+        for await (const v of pool.imap((x: number) => x, broken())) void v;
+      })(),
+    ).rejects.toThrow('source broke');
+  });
+
   it('close, join and submit after close', async () => {
     const pool = makePool(2);
     await expect(pool.join()).rejects.toBeInstanceOf(ValueError);
