@@ -324,7 +324,8 @@ export interface Job {
   readonly exhausted: boolean;
   /** A guess of how many units remain (Infinity when unknown), for batch sizes. */
   readonly remaining: number;
-  onDispatch?(unit: Unit): void;
+  /** The unit went to a worker; `bytes`: its share of the message's size. */
+  onDispatch?(unit: Unit, bytes: number): void;
   onResult(unit: Unit, ok: boolean, value: unknown): void;
   /** The whole job fails (pool terminated or broken, input error, abort). */
   fail(err: unknown): void;
@@ -765,7 +766,8 @@ export class PoolCore {
     w.units += batch.length;
     const max = this.#opts.maxTasksPerChild;
     if (max !== null && w.units >= max) w.retiring = true;
-    for (const u of batch) u.job.onDispatch?.(u);
+    const share = enc.length / batch.length;
+    for (const u of batch) u.job.onDispatch?.(u, share);
     if (!w.reading) this.#read(w);
   }
 
@@ -1017,6 +1019,9 @@ class MapJob<R> extends OnceJob<R[]> {
   }
 }
 
+/** Encoded input an imap may have out (sent or waiting for the consumer). */
+const IMAP_AHEAD_BYTES = 32 * 1024 * 1024;
+
 /** imap / imapUnordered / executor map: pulls the input lazily, with backpressure. */
 export class ImapJob<R> implements AsyncIterableIterator<R> {
   readonly fnId: number;
@@ -1038,7 +1043,13 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
   /** Chunks produced and not yet handed to the consumer. */
   #outstanding = 0;
   #ready = new Map<number, unknown[]>(); // ordered: seq -> values
-  #readyQueue: unknown[][] = []; // unordered
+  #readyQueue: Array<[number, unknown[]]> = []; // unordered: [seq, values]
+  /** Encoded input bytes of the chunks out (seq -> bytes) and their sum. */
+  #bytes = new Map<number, number>();
+  #bytesAhead = 0;
+  /** Units made but not sent yet (in a batch being built), and the size of the last one sent. */
+  #unsent = 0;
+  #unitBytes = 0;
   #yieldSeq = 0;
   #buffer: unknown[] = [];
   #error: { e: unknown } | null = null;
@@ -1065,7 +1076,9 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
     this.#chunksize = opts.chunksize;
     this.#kind = opts.star ? KIND_STAR : KIND_MAP;
     this.#ordered = opts.ordered;
-    this.#maxAhead = core.processes * PREFETCH * 8 + 16;
+    // Bounded read-ahead: at most this many chunks (about 1024 items, and at least a few chunks
+    // per worker) and IMAP_AHEAD_BYTES of encoded input are in flight or waiting for the consumer.
+    this.#maxAhead = Math.max(core.processes * PREFETCH * 4 + 8, Math.ceil(1024 / opts.chunksize));
     this.#deadline = opts.timeout === undefined ? Infinity : Date.now() + Math.max(0, opts.timeout);
     this.#signal = opts.signal;
     const self = this;
@@ -1080,6 +1093,7 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
       get remaining() {
         return self.exhausted ? 0 : Math.max(1, self.produced);
       },
+      onDispatch: (u, bytes) => self.onDispatch(u, bytes),
       onResult: (u, ok, v) => self.onResult(u, ok, v),
       fail: (e) => self.fail(e),
     };
@@ -1105,6 +1119,7 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
 
   nextUnit(): Unit | null {
     if (this.exhausted || this.#outstanding >= this.#maxAhead) return null;
+    if (this.#bytesAhead + this.#unsent * this.#unitBytes >= IMAP_AHEAD_BYTES) return null;
     const cs = this.#chunksize;
     if (this.#asource !== null) {
       if (this.#pending.length < cs && !this.#sourceDone) {
@@ -1114,6 +1129,7 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
       const payload = this.#pending.splice(0, cs);
       this.#pull();
       this.#outstanding++;
+      this.#unsent++;
       return { job: this.asJob, kind: this.#kind, payload, seq: this.#nextSeq++ };
     }
     const payload: unknown[] = [];
@@ -1135,7 +1151,16 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
       return null;
     }
     this.#outstanding++;
+    this.#unsent++;
     return { job: this.asJob, kind: this.#kind, payload, seq: this.#nextSeq++ };
+  }
+  onDispatch(u: Unit, bytes: number): void {
+    const before = this.#bytes.get(u.seq);
+    if (before === undefined) this.#unsent--;
+    else this.#bytesAhead -= before; // sent again (its first worker died before reading it)
+    this.#bytes.set(u.seq, bytes);
+    this.#bytesAhead += bytes;
+    this.#unitBytes = bytes;
   }
   onResult(u: Unit, ok: boolean, value: unknown): void {
     if (this.#error !== null || this.#finished) return;
@@ -1144,7 +1169,7 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
       return;
     }
     if (this.#ordered) this.#ready.set(u.seq, value as unknown[]);
-    else this.#readyQueue.push(value as unknown[]);
+    else this.#readyQueue.push([u.seq, value as unknown[]]);
     this.#wake();
   }
   fail(err: unknown): void {
@@ -1213,21 +1238,35 @@ export class ImapJob<R> implements AsyncIterableIterator<R> {
 
   #takeReady(): boolean {
     let vals: unknown[] | undefined;
+    let seq = this.#yieldSeq;
     if (this.#ordered) {
-      vals = this.#ready.get(this.#yieldSeq);
+      vals = this.#ready.get(seq);
       if (vals !== undefined) {
-        this.#ready.delete(this.#yieldSeq);
+        this.#ready.delete(seq);
         this.#yieldSeq++;
       }
-    } else vals = this.#readyQueue.shift();
+    } else {
+      const e = this.#readyQueue.shift();
+      if (e !== undefined) [seq, vals] = e;
+    }
     if (vals === undefined) return false;
     this.#outstanding--;
+    this.#bytesAhead -= this.#bytes.get(seq) ?? 0;
+    this.#bytes.delete(seq);
     for (const v of vals) this.#buffer.push(v);
-    this.#core.schedule(); // room for more input
+    // Room for more input: ask for it once we are down to half (bigger batches than one chunk
+    // at a time; nothing stalls, as half of the read-ahead is still running or ready).
+    if (this.#outstanding <= this.#maxAhead / 2) this.#core.schedule();
     return true;
   }
 
-  async #next(): Promise<IteratorResult<R>> {
+  #next(): Promise<IteratorResult<R>> {
+    // Fast path: a value is buffered.
+    if (this.#buffer.length > 0) return Promise.resolve({ done: false, value: this.#buffer.shift() as R });
+    return this.#nextSlow();
+  }
+
+  async #nextSlow(): Promise<IteratorResult<R>> {
     for (;;) {
       if (this.#buffer.length > 0) return { done: false, value: this.#buffer.shift() as R };
       if (this.#finished) return { done: true, value: undefined };

@@ -120,6 +120,22 @@ describe('Pool', () => {
     expect(echoed[11]!.slice(0, 3)).toBe('lll');
     const sizes = await Promise.all(big.map((s) => pool.apply((x: string) => x.length, [s])));
     expect(sizes).toEqual(big.map((s) => s.length));
+    // imap bounds its read-ahead in bytes too: 1 MiB items, at most ~32 MiB out
+    let pulled = 0;
+    function* megabytes(): Generator<string> {
+      for (;;) {
+        pulled++;
+        yield 'm'.repeat(1 << 20);
+      }
+    }
+    let consumed = 0;
+    let maxAhead = 0;
+    for await (const len of pool.imap((s: string) => s.length, megabytes())) {
+      expect(len).toBe(1 << 20);
+      maxAhead = Math.max(maxAhead, pulled - ++consumed);
+      if (consumed === 100) break;
+    }
+    expect(maxAhead).toBeLessThan(48);
   });
 
   it("uses CPython's default chunksize rule", () => {
@@ -339,7 +355,7 @@ describe('Pool', () => {
       maxAhead = Math.max(maxAhead, pulled - n);
       if (n === 3000) break;
     }
-    expect(maxAhead).toBeLessThan(1000);
+    expect(maxAhead).toBeLessThan(2000);
     async function* few(): AsyncGenerator<number> {
       yield 1;
       await new Promise((r) => setTimeout(r, 5));
