@@ -448,6 +448,9 @@ static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
       loop,
       [](uv_handle_t* h, void* arg) {
         auto* w = static_cast<ChildWatch*>(arg);
+        // A handle the parent was closing at fork time finishes closing here; stopping it
+        // would trip libuv's `!uv__is_closing(handle)` assertions.
+        if (uv_is_closing(h)) return;
         switch (h->type) {
           case UV_SIGNAL: uv_signal_stop(reinterpret_cast<uv_signal_t*>(h)); break;
           case UV_FS_EVENT: uv_fs_event_stop(reinterpret_cast<uv_fs_event_t*>(h)); break;
