@@ -200,6 +200,8 @@ export class Lock implements CondLock {
   #b: Block;
   #w: Int32Array;
   #ownerDied = false;
+  // Acquired through this object (so by this thread) and not released through it since.
+  #held = false;
 
   constructor() {
     const { b } = block(4);
@@ -216,12 +218,15 @@ export class Lock implements CondLock {
     const pid = process.pid;
     if (Atomics.compareExchange(this.#w, 0, 0, pid) === 0) {
       this.#ownerDied = false;
+      this.#held = true;
       return true;
     }
     const { block, deadline } = parseAcquire(opts);
     const got = block ? lockWordSync(this.#w, pid, deadline) : tryLockWord(this.#w, pid);
-    if (got !== Got.No) this.#ownerDied = got === Got.FromDeadOwner;
-    return got !== Got.No;
+    if (got === Got.No) return false;
+    this.#ownerDied = got === Got.FromDeadOwner;
+    this.#held = true;
+    return true;
   }
 
   async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
@@ -230,11 +235,14 @@ export class Lock implements CondLock {
     if (signal?.aborted) throw abortError(signal);
     let got = tryLockWord(this.#w, pid);
     if (got === Got.No && block) got = await lockWordAsync(this.#w, pid, deadline, signal);
-    if (got !== Got.No) this.#ownerDied = got === Got.FromDeadOwner;
-    return got !== Got.No;
+    if (got === Got.No) return false;
+    this.#ownerDied = got === Got.FromDeadOwner;
+    this.#held = true;
+    return true;
   }
 
   release(): void {
+    this.#held = false;
     const old = Atomics.exchange(this.#w, 0, 0);
     if (old === 0) throw new ValueError('semaphore or lock released too many times');
     if ((old & WAITERS) !== 0) wakeWord(this.#w, 0, 1);
@@ -245,8 +253,9 @@ export class Lock implements CondLock {
   }
 
   _isMine(): boolean {
-    // Python tracks the acquiring thread even for a plain Lock; the word says which process.
-    return (Atomics.load(this.#w, 0) & PID_MASK) === process.pid;
+    // CPython tracks the acquiring thread even for a plain Lock: acquired through this object
+    // (objects never cross threads) and the word still names this process.
+    return this.#held && (Atomics.load(this.#w, 0) & PID_MASK) === process.pid;
   }
   _releaseSave(): number {
     this.release();
