@@ -169,7 +169,7 @@ export class Context extends BaseContext {
   override getStartMethod(): StartMethod {
     return this.method;
   }
-  override setStartMethod(): void {
+  override setStartMethod(_method?: StartMethod | null, _options?: { force?: boolean }): void {
     throw new ValueError('cannot set start method of concrete context');
   }
   override getContext(method?: StartMethod | null): Context {

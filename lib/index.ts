@@ -6,6 +6,10 @@ export { Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier } f
 export type { AcquireOptions, AsyncAcquireOptions, WaitOptions, BarrierOptions } from './synchronize';
 export { Value, SharedArray as Array, RawValue, RawArray, SharedValue, SynchronizedValue, SynchronizedArray } from './sharedctypes';
 export type { Typecode, ValueOf, TypedArrayOf, LockOption } from './sharedctypes';
+export { Connection, Pipe, waitFor, waitForSync, Listener, Client } from './connection';
+export type { ConnectionOptions, Waitable, Address, Family, ListenerOptions, ClientOptions } from './connection';
+export { reduceHandle, registerRebuilder } from './reduction';
+export type { Reducible, Reduced, ReduceContext, RebuildContext } from './reduction';
 export { Process, ParentProcess, currentProcess, parentProcess, activeChildren, cpuCount } from './process';
 export type { ProcessOptions } from './process';
 export {

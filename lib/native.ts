@@ -37,6 +37,8 @@ export interface NativeFork {
   fork(deathSignal: boolean): number;
   /** Process children only: quiet the inherited loop, schedule `bootstrap`, unwind the JS stack. */
   childDetach(keepFds: number[], bootstrap: () => void, onIdle: (phase: number) => boolean): void;
+  /** uv_loop_alive(): whether Node would keep running after 'beforeExit'. */
+  loopAlive(): boolean;
   getpid(): number;
   getppid(): number;
   setsid(): number;
@@ -111,6 +113,42 @@ export interface NativePipe {
   close(fd: number): void;
   dup2(oldFd: number, newFd: number): number;
   setBlocking(fd: number, blocking: boolean): void;
+  /** A new close-on-exec descriptor for the same open file. */
+  dup(fd: number): number;
+  fdKind(fd: number): 'socket' | 'fifo' | 'other';
+  /** The subset of fds readable / at EOF / in error, waiting up to timeoutMs (< 0: forever). */
+  pollFds(fds: number[], timeoutMs: number): number[];
+  /** Writes one CPython-framed message whose body is the chunks, with fds as SCM_RIGHTS. */
+  sendFrame(fd: number, isSocket: boolean, chunks: Uint8Array[], fds?: number[]): void;
+  FrameReader: new (fd: number, isSocket: boolean) => NativeFrameReader;
+  Watcher: new (fd: number, callback: (events: number) => void) => NativeWatcher;
+  socketListen(family: string, hostOrPath: string, port: number, backlog: number): { fd: number; address: NativeSockAddr };
+  /** -1 when no connection is pending. */
+  socketAccept(fd: number): number;
+  socketConnect(family: string, hostOrPath: string, port: number): [number, boolean];
+  socketConnectFinish(fd: number): void;
+  socketName(fd: number): NativeSockAddr;
+  socketShutdown(fd: number): void;
+}
+
+export type NativeSockAddr =
+  | { family: 'AF_UNIX'; path: string }
+  | { family: 'AF_INET' | 'AF_INET6'; host: string; port: number };
+
+/** Reads CPython frames; Buffer = a frame, null = not yet / timed out, false = EOF, number = too long. */
+export interface NativeFrameReader {
+  tryRead(maxLength?: number): Buffer | null | false | number;
+  readSync(timeoutMs: number, maxLength?: number): Buffer | null | false | number;
+  takeFds(): number[];
+  partial(): boolean;
+  dispose(): void;
+}
+
+/** uv_poll on the event loop: start(1 readable | 2 writable); callback(events or -errno). */
+export interface NativeWatcher {
+  start(events: number): void;
+  stop(): void;
+  close(): void;
 }
 
 

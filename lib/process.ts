@@ -12,11 +12,9 @@ import type { Popen, PopenFactory, ProcessObject } from './popen/types';
 installWorkerTracking();
 installTimerGuards();
 
-export type Target = (...args: never[]) => unknown;
-
 export interface ProcessOptions {
   /** Called in the child with `args`; may return a Promise, which the child awaits. */
-  target?: ((...args: any[]) => unknown) | null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  target?: ((...args: never[]) => unknown) | null;
   args?: readonly unknown[];
   /** Default 'Process-N' (N counts the processes this process started; nested: 'Process-1:2'). */
   name?: string;
@@ -259,11 +257,6 @@ export class Process {
   [inspect.custom](): string {
     return this.toString();
   }
-
-  /** @internal The main process object. */
-  static _main(): Process {
-    return new Process({ [kMain]: true } as ProcessOptions);
-  }
 }
 
 /** parentProcess() in a child: enough of a Process to tell whether the parent lives. */
@@ -294,10 +287,24 @@ export class ParentProcess {
 
   /** Waits until the parent has ended, at most `timeout` ms. */
   async join(timeout?: number): Promise<void> {
-    const deadline = timeout === undefined ? Infinity : Date.now() + Math.max(0, timeout);
+    if (!this.isAlive()) return;
+    const ms = timeout === undefined ? undefined : Math.max(0, timeout);
+    if (this.#sentinel >= 0) {
+      await new Promise<void>((resolve) => {
+        let timer: NodeJS.Timeout | undefined;
+        const watch = new native.FdWatch(this.#sentinel, () => done());
+        const done = (): void => {
+          watch.close();
+          if (timer !== undefined) clearTimeout(timer);
+          resolve();
+        };
+        if (ms !== undefined) timer = setTimeout(done, ms);
+      });
+      return;
+    }
+    const deadline = ms === undefined ? Infinity : Date.now() + ms;
     while (this.isAlive() && Date.now() < deadline) {
-      const step = Math.min(50, deadline - Date.now());
-      await new Promise((r) => setTimeout(r, Math.max(1, step)));
+      await new Promise((r) => setTimeout(r, Math.max(1, Math.min(50, deadline - Date.now()))));
     }
   }
 
@@ -315,7 +322,7 @@ export class ParentProcess {
   }
 }
 
-current = Process._main();
+current = new Process({ [kMain]: true } as ProcessOptions);
 
 /** Reaps finished children (CPython's _cleanup). */
 function cleanup(): void {

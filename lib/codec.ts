@@ -1,0 +1,324 @@
+// A compact binary codec for the values that dominate IPC traffic: numbers, strings, booleans,
+// null/undefined, plain objects, dense arrays, Buffers and Uint8Arrays. It is several times
+// faster than v8.serialize for small items. Anything else (Map, Date, class instances, cycles,
+// shared references, BigInt, holes, this library's handles...) makes `encodeFast` return
+// false and the caller falls back to v8.serialize (lib/reduction.ts).
+//
+// Layout: one type byte per value, little-endian fixed-width fields.
+//   0 undefined  1 null  2 true  3 false
+//   4 int32 (4)  5 float64 (8)
+//   6 string: u32 byteLength + UTF-8       7 ascii string: u8 length + bytes (length < 256)
+//   8 array: u32 count + values            9 object: u32 count + (key string, value)*
+//  10 Buffer: u32 length + bytes          11 Uint8Array: u32 length + bytes
+
+const T_UNDEF = 0, T_NULL = 1, T_TRUE = 2, T_FALSE = 3, T_I32 = 4, T_F64 = 5, T_STR = 6, T_ASCII = 7;
+const T_ARR = 8, T_OBJ = 9, T_BUF = 10, T_U8 = 11;
+
+/** Bytes at or above this size are not copied into the scratch buffer but referenced. */
+const BIG = 4096;
+const MAX_DEPTH = 200;
+
+const objectProto = Object.prototype;
+const arrayProto = Array.prototype;
+
+/**
+ * Encodes into a reusable scratch buffer. The result is a list of chunks that stay valid until
+ * the next `begin()`: small values are packed into the scratch, large Buffers are referenced.
+ */
+export class Encoder {
+  #buf: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
+  #dv = new DataView(this.#buf.buffer, this.#buf.byteOffset, this.#buf.length);
+  #pos = 0;
+  #start = 0;
+  #chunks: Uint8Array[] = [];
+  #total = 0;
+  #seen: Set<object> | null = null;
+
+  begin(): void {
+    this.#pos = 0;
+    this.#start = 0;
+    this.#chunks = [];
+    this.#total = 0;
+    this.#seen = null;
+  }
+
+  /** The encoded chunks and their total length. */
+  finish(): { chunks: Uint8Array[]; length: number } {
+    if (this.#pos > this.#start) {
+      this.#chunks.push(this.#buf.subarray(this.#start, this.#pos));
+      this.#total += this.#pos - this.#start;
+      this.#start = this.#pos;
+    }
+    return { chunks: this.#chunks, length: this.#total };
+  }
+
+  /** Appends raw bytes (copied if small, referenced if large). */
+  bytes(b: Uint8Array): void {
+    if (b.length >= BIG) {
+      this.#flushSegment();
+      this.#chunks.push(b);
+      this.#total += b.length;
+    } else {
+      this.#ensure(b.length);
+      this.#buf.set(b, this.#pos);
+      this.#pos += b.length;
+    }
+  }
+
+  byte(v: number): void {
+    this.#ensure(1);
+    this.#buf[this.#pos++] = v;
+  }
+
+  #flushSegment(): void {
+    if (this.#pos > this.#start) {
+      this.#chunks.push(this.#buf.subarray(this.#start, this.#pos));
+      this.#total += this.#pos - this.#start;
+    }
+    this.#start = this.#pos;
+  }
+
+  #ensure(n: number): void {
+    if (this.#pos + n <= this.#buf.length) return;
+    // Chunks may reference the current scratch: keep it for them and continue in a new one.
+    this.#flushSegment();
+    const size = Math.max(this.#buf.length * 2, n + 1024);
+    this.#buf = Buffer.allocUnsafeSlow(size);
+    this.#dv = new DataView(this.#buf.buffer, this.#buf.byteOffset, this.#buf.length);
+    this.#pos = 0;
+    this.#start = 0;
+  }
+
+  /** Encodes v; false if v needs the general codec (the encoder is then in an undefined state). */
+  value(v: unknown, depth = 0): boolean {
+    switch (typeof v) {
+      case 'number': {
+        this.#ensure(9);
+        if ((v | 0) === v && !(v === 0 && 1 / v < 0)) {
+          this.#buf[this.#pos] = T_I32;
+          this.#dv.setInt32(this.#pos + 1, v, true);
+          this.#pos += 5;
+        } else {
+          this.#buf[this.#pos] = T_F64;
+          this.#dv.setFloat64(this.#pos + 1, v, true);
+          this.#pos += 9;
+        }
+        return true;
+      }
+      case 'string':
+        this.#string(v);
+        return true;
+      case 'boolean':
+        this.byte(v ? T_TRUE : T_FALSE);
+        return true;
+      case 'undefined':
+        this.byte(T_UNDEF);
+        return true;
+      case 'object': {
+        if (v === null) {
+          this.byte(T_NULL);
+          return true;
+        }
+        if (depth > MAX_DEPTH) return false;
+        const proto = Object.getPrototypeOf(v);
+        if (proto === arrayProto) return this.#array(v as unknown[], depth);
+        if (proto === objectProto || proto === null) return this.#object(v as Record<string, unknown>, depth);
+        if (v instanceof Uint8Array && proto !== null) {
+          const isBuf = Buffer.isBuffer(v);
+          if (!isBuf && proto !== Uint8Array.prototype) return false;
+          if (!this.#mark(v)) return false;
+          this.#ensure(5);
+          this.#buf[this.#pos] = isBuf ? T_BUF : T_U8;
+          this.#dv.setUint32(this.#pos + 1, v.length, true);
+          this.#pos += 5;
+          this.bytes(v);
+          return true;
+        }
+        return false;
+      }
+      default:
+        return false;
+    }
+  }
+
+  // Shared references and cycles are left to v8.serialize, which preserves identity.
+  #mark(o: object): boolean {
+    if (this.#seen === null) this.#seen = new Set();
+    else if (this.#seen.has(o)) return false;
+    this.#seen.add(o);
+    return true;
+  }
+
+  #string(s: string): void {
+    const n = s.length;
+    if (n < 256) {
+      this.#ensure(2 + n);
+      const buf = this.#buf;
+      const p = this.#pos + 2;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        buf[p + i] = c;
+      }
+      if (i === n) {
+        buf[this.#pos] = T_ASCII;
+        buf[this.#pos + 1] = n;
+        this.#pos = p + n;
+        return;
+      }
+    }
+    const max = n * 3;
+    this.#ensure(5 + max);
+    const written = this.#buf.utf8Write(s, this.#pos + 5, max);
+    this.#buf[this.#pos] = T_STR;
+    this.#dv.setUint32(this.#pos + 1, written, true);
+    this.#pos += 5 + written;
+  }
+
+  #array(a: unknown[], depth: number): boolean {
+    if (!this.#mark(a)) return false;
+    const n = a.length;
+    this.#ensure(5);
+    this.#buf[this.#pos] = T_ARR;
+    this.#dv.setUint32(this.#pos + 1, n, true);
+    this.#pos += 5;
+    for (let i = 0; i < n; i++) {
+      const x = a[i];
+      if (x === undefined && !(i in a)) return false;  // a hole: v8 keeps it, so must we
+      if (!this.value(x, depth + 1)) return false;
+    }
+    return true;
+  }
+
+  #object(o: Record<string, unknown>, depth: number): boolean {
+    if (!this.#mark(o)) return false;
+    const keys = Object.keys(o);
+    const n = keys.length;
+    this.#ensure(5);
+    this.#buf[this.#pos] = T_OBJ;
+    this.#dv.setUint32(this.#pos + 1, n, true);
+    this.#pos += 5;
+    for (let i = 0; i < n; i++) {
+      const k = keys[i]!;
+      this.#string(k);
+      if (!this.value(o[k], depth + 1)) return false;
+    }
+    return true;
+  }
+}
+
+/**
+ * Decodes values written by Encoder from `u8` (which may be a view of shared memory: with
+ * `copy` true every Buffer/Uint8Array decoded is a fresh copy, otherwise a view of `u8`).
+ */
+export class Decoder {
+  #u8!: Buffer;
+  #dv!: DataView;
+  #pos = 0;
+  #copy = true;
+
+  reset(u8: Buffer, dv: DataView, pos: number, copy: boolean): void {
+    this.#u8 = u8;
+    this.#dv = dv;
+    this.#pos = pos;
+    this.#copy = copy;
+  }
+
+  get pos(): number {
+    return this.#pos;
+  }
+
+  value(): unknown {
+    const u8 = this.#u8;
+    const t = u8[this.#pos++];
+    switch (t) {
+      case T_UNDEF:
+        return undefined;
+      case T_NULL:
+        return null;
+      case T_TRUE:
+        return true;
+      case T_FALSE:
+        return false;
+      case T_I32: {
+        const v = this.#dv.getInt32(this.#pos, true);
+        this.#pos += 4;
+        return v;
+      }
+      case T_F64: {
+        const v = this.#dv.getFloat64(this.#pos, true);
+        this.#pos += 8;
+        return v;
+      }
+      case T_ASCII:
+        return this.#ascii();
+      case T_STR: {
+        const n = this.#dv.getUint32(this.#pos, true);
+        const a = this.#pos + 4;
+        this.#pos = a + n;
+        return u8.utf8Slice(a, a + n);
+      }
+      case T_ARR: {
+        const n = this.#dv.getUint32(this.#pos, true);
+        this.#pos += 4;
+        const out = new Array<unknown>(n);
+        for (let i = 0; i < n; i++) out[i] = this.value();
+        return out;
+      }
+      case T_OBJ: {
+        const n = this.#dv.getUint32(this.#pos, true);
+        this.#pos += 4;
+        const out: Record<string, unknown> = {};
+        for (let i = 0; i < n; i++) {
+          const kt = u8[this.#pos++];
+          let k: string;
+          if (kt === T_ASCII) k = this.#ascii();
+          else {
+            const m = this.#dv.getUint32(this.#pos, true);
+            const a = this.#pos + 4;
+            this.#pos = a + m;
+            k = u8.utf8Slice(a, a + m);
+          }
+          out[k] = this.value();
+        }
+        return out;
+      }
+      case T_BUF:
+      case T_U8: {
+        const n = this.#dv.getUint32(this.#pos, true);
+        const a = this.#pos + 4;
+        this.#pos = a + n;
+        let b: Buffer;
+        if (this.#copy) {
+          b = Buffer.allocUnsafe(n);
+          b.set(u8.subarray(a, a + n));
+        } else b = u8.subarray(a, a + n);
+        return t === T_BUF ? b : new Uint8Array(b.buffer, b.byteOffset, b.length);
+      }
+      default:
+        throw new Error(`corrupt message: unknown type byte ${t}`);
+    }
+  }
+
+  #ascii(): string {
+    const u8 = this.#u8;
+    const n = u8[this.#pos]!;
+    const a = this.#pos + 1;
+    this.#pos = a + n;
+    if (n <= 16) {
+      let s = '';
+      for (let i = a; i < a + n; i++) s += String.fromCharCode(u8[i]!);
+      return s;
+    }
+    return u8.latin1Slice(a, a + n);
+  }
+}
+
+declare global {
+  interface Buffer {
+    utf8Write(s: string, offset: number, length: number): number;
+    utf8Slice(start: number, end: number): string;
+    latin1Slice(start: number, end: number): string;
+  }
+}
