@@ -17,6 +17,7 @@
 import { inspect } from 'node:util';
 import { AssertionError, BrokenBarrierError, ValueError, invalidArgType } from './errors';
 import { allocate, attachBlock, blockRef, type Block, type BlockRef } from './heap';
+import { currentPid } from './_pid';
 import { native } from './native';
 import { kReduce } from './shared_memory';
 import { abortError, waitWord, waitWordSync, wakeWord } from './_wait';
@@ -73,7 +74,7 @@ function remaining(deadline: number): number {
 
 function ownerDead(word: number): boolean {
   const owner = word & PID_MASK;
-  return owner !== 0 && owner !== process.pid && !native.pidAlive(owner);
+  return owner !== 0 && owner !== currentPid && !native.pidAlive(owner);
 }
 
 let rebuilding: Block | undefined;
@@ -215,7 +216,7 @@ export class Lock implements CondLock {
   }
 
   acquireSync(opts?: AcquireOptions): boolean {
-    const pid = process.pid;
+    const pid = currentPid;
     if (Atomics.compareExchange(this.#w, 0, 0, pid) === 0) {
       this.#ownerDied = false;
       this.#held = true;
@@ -230,7 +231,7 @@ export class Lock implements CondLock {
   }
 
   async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
-    const pid = process.pid;
+    const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
     let got = tryLockWord(this.#w, pid);
@@ -255,7 +256,7 @@ export class Lock implements CondLock {
   _isMine(): boolean {
     // CPython tracks the acquiring thread even for a plain Lock: acquired through this object
     // (objects never cross threads) and the word still names this process.
-    return this.#held && (Atomics.load(this.#w, 0) & PID_MASK) === process.pid;
+    return this.#held && (Atomics.load(this.#w, 0) & PID_MASK) === currentPid;
   }
   _releaseSave(): number {
     this.release();
@@ -312,7 +313,7 @@ export class RLock implements CondLock {
   }
 
   acquireSync(opts?: AcquireOptions): boolean {
-    const pid = process.pid;
+    const pid = currentPid;
     if (this.#ownPid === pid) {
       this.#count++;
       return true;
@@ -330,7 +331,7 @@ export class RLock implements CondLock {
   }
 
   async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
-    const pid = process.pid;
+    const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
     if (this.#ownPid === pid) {
@@ -345,7 +346,7 @@ export class RLock implements CondLock {
   }
 
   release(): void {
-    if (this.#ownPid !== process.pid) throw new AssertionError('attempt to release recursive lock not owned by thread');
+    if (this.#ownPid !== currentPid) throw new AssertionError('attempt to release recursive lock not owned by thread');
     if (--this.#count > 0) return;
     this.#ownPid = 0;
     unlockWord(this.#w);
@@ -357,14 +358,14 @@ export class RLock implements CondLock {
 
   /** Recursion depth held by the calling thread (0 if it does not own the lock). */
   get _count(): number {
-    return this.#ownPid === process.pid ? this.#count : 0;
+    return this.#ownPid === currentPid ? this.#count : 0;
   }
 
   _isMine(): boolean {
-    return this.#ownPid === process.pid;
+    return this.#ownPid === currentPid;
   }
   _releaseSave(): number {
-    if (this.#ownPid !== process.pid) throw new AssertionError('cannot release un-acquired lock');
+    if (this.#ownPid !== currentPid) throw new AssertionError('cannot release un-acquired lock');
     const count = this.#count;
     this.#count = 0;
     this.#ownPid = 0;
@@ -372,12 +373,12 @@ export class RLock implements CondLock {
     return count;
   }
   _acquireRestoreSync(count: number): void {
-    const pid = process.pid;
+    const pid = currentPid;
     const got = Atomics.compareExchange(this.#w, 0, 0, pid) === 0 ? Got.Yes : lockWordSync(this.#w, pid, Infinity);
     this.#took(got, pid, count);
   }
   async _acquireRestore(count: number): Promise<void> {
-    const pid = process.pid;
+    const pid = currentPid;
     let got = tryLockWord(this.#w, pid);
     if (got === Got.No) got = await lockWordAsync(this.#w, pid, Infinity, undefined);
     this.#took(got, pid, count);
@@ -472,7 +473,7 @@ export class Semaphore {
   }
 
   #acquired(recovered: boolean): true {
-    const slot = this.#mySlot(process.pid);
+    const slot = this.#mySlot(currentPid);
     if (slot >= 0) Atomics.add(this.#w, H0 + 2 * slot + 1, 1);
     this.#ownerDied = recovered;
     return true;
@@ -485,7 +486,7 @@ export class Semaphore {
     let back = 0;
     for (let i = 0; i < HOLDER_SLOTS; i++) {
       const p = Atomics.load(w, H0 + 2 * i);
-      if (p <= 0 || p === process.pid || native.pidAlive(p)) continue;
+      if (p <= 0 || p === currentPid || native.pidAlive(p)) continue;
       // Claim the entry (RECOVERING: nobody else can claim or reuse it), take its counts, free it.
       if (Atomics.compareExchange(w, H0 + 2 * i, p, RECOVERING) !== p) continue;
       back += Math.max(0, Atomics.exchange(w, H0 + 2 * i + 1, 0));
@@ -549,7 +550,7 @@ export class Semaphore {
     const max = Atomics.load(w, 2);
     if (max >= 0 && Atomics.load(w, 0) >= max) throw new ValueError('semaphore or lock released too many times');
     // Bookkeeping first: a count this process holds, or a release of someone else's count.
-    const slot = this.#mySlot(process.pid);
+    const slot = this.#mySlot(currentPid);
     let mine = false;
     if (slot >= 0) {
       const i = H0 + 2 * slot + 1;
