@@ -307,17 +307,29 @@ function commandFor(spec, v, file, opts = {}) {
 let outSeq = 0;
 let liveGroup = 0; // process group of the sample running now (for Ctrl-C)
 
-/** Kill a sample's whole process group; true if anything was still in it. */
-function killGroup(pgid) {
+function groupAlive(pgid) {
   try {
     process.kill(-pgid, 0);
+    return true;
   } catch {
     return false; // ESRCH: nothing left
   }
+}
+
+/** Kill a sample's whole process group; true if anything was still in it. */
+function killGroup(pgid) {
+  if (!groupAlive(pgid)) return false;
   try {
     process.kill(-pgid, 'SIGKILL');
   } catch {}
   return true;
+}
+
+/** After a sample ended: give helpers that exit by themselves (CPython's resource tracker) a
+ * moment, then kill what is left; true if something had to be killed. */
+async function reapGroup(pgid) {
+  for (let i = 0; i < 20 && groupAlive(pgid); i++) await sleep(25);
+  return killGroup(pgid);
 }
 
 function onSignal(sig) {
@@ -348,10 +360,10 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
       timedOut = true;
       killGroup(child.pid);
     }, timeoutMs);
-    child.on('close', (code, signal) => {
+    child.on('close', async (code, signal) => {
       clearTimeout(timer);
+      const leftovers = await reapGroup(child.pid);
       liveGroup = 0;
-      const leftovers = killGroup(child.pid);
       const whole = externalLoad(s0, cpuSample());
       let res;
       try {
@@ -361,7 +373,7 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
       }
       fs.rmSync(out, { force: true });
       if (res && code === 0) {
-        if (leftovers) res.notes = [...(res.notes ?? []), 'the sample left processes running after it ended (killed)'];
+        if (leftovers) res.notes = [...(res.notes ?? []), 'the sample left processes running 0.5 s after it ended (killed)'];
         resolve({ ...res, whole });
         return;
       }
