@@ -307,13 +307,26 @@ function commandFor(spec, v, file, opts = {}) {
 let outSeq = 0;
 let liveGroup = 0; // process group of the sample running now (for Ctrl-C)
 
+/** Is a process of group `pgid` still running? Zombies (already dead, waiting for init to reap
+ * them, as an orphaned CPython resource tracker can be) do not count. */
 function groupAlive(pgid) {
   try {
     process.kill(-pgid, 0);
-    return true;
   } catch {
     return false; // ESRCH: nothing left
   }
+  for (const d of fs.readdirSync('/proc')) {
+    if (d.charCodeAt(0) < 48 || d.charCodeAt(0) > 57) continue;
+    let st;
+    try {
+      st = fs.readFileSync(`/proc/${d}/stat`, 'latin1');
+    } catch {
+      continue;
+    }
+    const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    if (Number(rest[2]) === pgid && rest[0] !== 'Z') return true;
+  }
+  return false;
 }
 
 /** Kill a sample's whole process group; true if anything was still in it. */
