@@ -315,6 +315,7 @@ function groupAlive(pgid) {
   } catch {
     return false; // ESRCH: nothing left
   }
+  if (!fs.existsSync('/proc/self/stat')) return true; // no procfs (macOS): cannot tell zombies
   for (const d of fs.readdirSync('/proc')) {
     if (d.charCodeAt(0) < 48 || d.charCodeAt(0) > 57) continue;
     let st;
