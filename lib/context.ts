@@ -4,6 +4,20 @@ import { isForkSafe } from './forksafe';
 import { forkPopen } from './popen/fork';
 import type { PopenFactory } from './popen/types';
 import {
+  RawArray,
+  RawValue,
+  SharedArray,
+  Value,
+  type LockOption,
+  type SharedValue,
+  type SynchronizedArray,
+  type SynchronizedValue,
+  type TypedArrayOf,
+  type Typecode,
+  type ValueOf,
+} from './sharedctypes';
+import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, type BarrierOptions } from './synchronize';
+import {
   activeChildren,
   cpuCount,
   currentProcess,
@@ -73,6 +87,46 @@ export abstract class BaseContext {
     return this.#ProcessClass;
   }
 
+  // ---- synchronization and shared ctypes (lib/synchronize.ts, lib/sharedctypes.ts). The same for
+  // every start method: the objects live in shared memory and can be reopened by name.
+  Lock(): Lock {
+    return new Lock();
+  }
+  RLock(): RLock {
+    return new RLock();
+  }
+  Semaphore(value?: number): Semaphore {
+    return new Semaphore(value);
+  }
+  BoundedSemaphore(value?: number): BoundedSemaphore {
+    return new BoundedSemaphore(value);
+  }
+  Event(): Event {
+    return new Event();
+  }
+  Condition(lock?: Lock | RLock): Condition {
+    return new Condition(lock);
+  }
+  Barrier(parties: number, options?: BarrierOptions): Barrier {
+    return new Barrier(parties, options);
+  }
+  Value<T extends Typecode>(typecode: T, initial?: ValueOf<T> | number | bigint, options?: LockOption): SynchronizedValue<T> | SharedValue<T> {
+    return Value(typecode, initial, options);
+  }
+  Array<T extends Typecode>(
+    typecode: T,
+    sizeOrInit: number | Iterable<ValueOf<T> | number | bigint> | string,
+    options?: LockOption,
+  ): SynchronizedArray<T> | TypedArrayOf<T> {
+    return SharedArray(typecode, sizeOrInit, options);
+  }
+  RawValue<T extends Typecode>(typecode: T, initial?: ValueOf<T> | number | bigint): SharedValue<T> {
+    return RawValue(typecode, initial);
+  }
+  RawArray<T extends Typecode>(typecode: T, sizeOrInit: number | Iterable<ValueOf<T> | number | bigint> | string): TypedArrayOf<T> {
+    return RawArray(typecode, sizeOrInit);
+  }
+
   getContext(method?: StartMethod | null): Context {
     if (method === undefined || method === null) return defaultContext.getContext();
     checkMethod(method);
@@ -115,7 +169,7 @@ export class Context extends BaseContext {
   override getStartMethod(): StartMethod {
     return this.method;
   }
-  override setStartMethod(): void {
+  override setStartMethod(_method?: StartMethod | null, _options?: { force?: boolean }): void {
     throw new ValueError('cannot set start method of concrete context');
   }
   override getContext(method?: StartMethod | null): Context {

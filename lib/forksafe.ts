@@ -2,7 +2,8 @@
 // when violated: V8 runs single-threaded, no worker_threads Worker is alive, and the V8 platform
 // task queue was located so that the child can repair it.
 import { syncBuiltinESMExports } from 'node:module';
-import * as workerThreads from 'node:worker_threads';
+// The real exports object (an `import * as` namespace would be a copy we could not patch).
+import workerThreads = require('node:worker_threads');
 
 import { MultiprocError } from './errors';
 import { native } from './native';

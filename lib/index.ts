@@ -1,5 +1,11 @@
 // multiproc: Python's multiprocessing for Node.js. The Python-style layer.
 export * from './errors';
+export { SharedMemory } from './shared_memory';
+export type { SharedMemoryOptions } from './shared_memory';
+export { Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier } from './synchronize';
+export type { AcquireOptions, AsyncAcquireOptions, WaitOptions, BarrierOptions } from './synchronize';
+export { Value, SharedArray as Array, RawValue, RawArray, SharedValue, SynchronizedValue, SynchronizedArray } from './sharedctypes';
+export type { Typecode, ValueOf, TypedArrayOf, LockOption } from './sharedctypes';
 export { Connection, Pipe, waitFor, waitForSync, Listener, Client } from './connection';
 export type { ConnectionOptions, Waitable, Address, Family, ListenerOptions, ClientOptions } from './connection';
 export { reduceHandle, registerRebuilder } from './reduction';

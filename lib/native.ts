@@ -37,6 +37,8 @@ export interface NativeFork {
   fork(deathSignal: boolean): number;
   /** Process children only: quiet the inherited loop, schedule `bootstrap`, unwind the JS stack. */
   childDetach(keepFds: number[], bootstrap: () => void, onIdle: (phase: number) => boolean): void;
+  /** uv_loop_alive(): whether Node would keep running after 'beforeExit'. */
+  loopAlive(): boolean;
   getpid(): number;
   getppid(): number;
   setsid(): number;
@@ -53,12 +55,52 @@ export interface NativeFork {
 
 
 // ---- native/shm.cc, native/futex.cc
-export interface NativeShm {}
+export interface NativeShm {
+  /** shm_open(name, flags, mode) -> fd (close-on-exec). Flags from `shmFlags`. */
+  shmOpen(name: string, flags: number, mode: number): number;
+  shmUnlink(name: string): void;
+  ftruncate(fd: number, size: number): void;
+  /** MAP_SHARED read-write mapping of `fd` (-1: anonymous, inherited by fork) as a real SharedArrayBuffer. */
+  mmap(fd: number, size: number, offset: number, privateMapping?: boolean): SharedArrayBuffer;
+  fstatSize(fd: number): number;
+  closeFd(fd: number): void;
+  /** [read, write], both close-on-exec: the resource tracker's lifeline. */
+  lifelinePipe(): [number, number];
+  readonly shmFlags: { O_RDONLY: number; O_RDWR: number; O_CREAT: number; O_EXCL: number; O_TRUNC: number };
+
+  /** Blocks while i32[index] === expected, at most timeoutMs (<0: no limit). 0 woken/spurious, 1 not equal, 2 timed out. */
+  futexWait(i32: Int32Array, index: number, expected: number, timeoutMs: number): 0 | 1 | 2;
+  /** Wakes up to `count` waiters of i32[index] in any process. */
+  futexWake(i32: Int32Array, index: number, count: number): number;
+  /** Sets the function the waiter thread's results are delivered to (ids of fired registrations). */
+  waiterInit(callback: (ids: number[]) => void): void;
+  /** Delivers `id` once i32[index] !== expected. Returns the waiter epoch (changes after fork). */
+  waitAsync(i32: Int32Array, index: number, expected: number, id: number): number;
+  /** true if `id` was still pending (it will not be delivered). */
+  waitCancel(id: number): boolean;
+  /** Epoch of the waiter thread running in this process, 0 if none. */
+  waiterEpoch(): number;
+  /** Is `pid` a live process? (zombies count as dead on Linux) */
+  pidAlive(pid: number): boolean;
+}
 
 
 
 // ---- native/sem.cc
-export interface NativeSem {}
+export interface NativeSemHandle {
+  /** sem_wait / sem_timedwait: true if decremented, false on timeout (timeoutMs < 0: no limit). Blocks. */
+  wait(timeoutMs: number): boolean;
+  tryWait(): boolean;
+  post(): void;
+  getValue(): number;
+  /** sem_close (idempotent). */
+  close(): void;
+}
+export interface NativeSem {
+  /** sem_open(name, flags, mode, value); flags from `shmFlags` (O_CREAT, O_EXCL). */
+  NamedSemaphoreHandle: new (name: string, flags: number, mode: number, value: number) => NativeSemHandle;
+  semUnlink(name: string): void;
+}
 
 
 
@@ -114,3 +156,6 @@ export interface NativeWatcher {
 export type NativeBinding = NativeErrors & NativeFork & NativeShm & NativeSem & NativePipe;
 
 export const native: NativeBinding = load(path.join(__dirname, '..')) as NativeBinding;
+
+/** Absolute path of the loaded addon (helper processes such as the resource tracker load it too). */
+export const nativePath: string = (load as unknown as { resolve(dir: string): string }).resolve(path.join(__dirname, '..'));

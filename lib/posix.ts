@@ -132,3 +132,7 @@ export function dup2(oldFd: number, newFd: number): number {
   checkFd('newFd', newFd);
   return native.dup2(oldFd, newFd);
 }
+
+// ---- shared memory and named semaphores (lib/posix_shm.ts)
+export { shmOpen, shmUnlink, ftruncate, mmap, semOpen, semUnlink, NamedSemaphore } from './posix_shm';
+export type { ShmOpenOptions, SemOpenOptions } from './posix_shm';

@@ -12,11 +12,9 @@ import type { Popen, PopenFactory, ProcessObject } from './popen/types';
 installWorkerTracking();
 installTimerGuards();
 
-export type Target = (...args: never[]) => unknown;
-
 export interface ProcessOptions {
   /** Called in the child with `args`; may return a Promise, which the child awaits. */
-  target?: ((...args: any[]) => unknown) | null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  target?: ((...args: never[]) => unknown) | null;
   args?: readonly unknown[];
   /** Default 'Process-N' (N counts the processes this process started; nested: 'Process-1:2'). */
   name?: string;
@@ -41,6 +39,8 @@ export function setPopenResolver(fn: (ctx: ProcessOptions['ctx']) => PopenFactor
 }
 
 const kMain = Symbol('multiproc.main');
+/** Was `p` started by this very process (not inherited through a raw posix.fork())? */
+let startedHere: (p: Process) => boolean;
 
 export class Process {
   #target: ((...args: unknown[]) => unknown) | null;
@@ -54,6 +54,10 @@ export class Process {
   #ctx: ProcessOptions['ctx'];
   /** Child side: the process a forked copy of this object now is. */
   #isCurrent = false;
+
+  static {
+    startedHere = (p) => p.#parentPid === native.getpid();
+  }
 
   constructor(options: ProcessOptions = {}) {
     if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
@@ -259,11 +263,6 @@ export class Process {
   [inspect.custom](): string {
     return this.toString();
   }
-
-  /** @internal The main process object. */
-  static _main(): Process {
-    return new Process({ [kMain]: true } as ProcessOptions);
-  }
 }
 
 /** parentProcess() in a child: enough of a Process to tell whether the parent lives. */
@@ -294,10 +293,24 @@ export class ParentProcess {
 
   /** Waits until the parent has ended, at most `timeout` ms. */
   async join(timeout?: number): Promise<void> {
-    const deadline = timeout === undefined ? Infinity : Date.now() + Math.max(0, timeout);
+    if (!this.isAlive()) return;
+    const ms = timeout === undefined ? undefined : Math.max(0, timeout);
+    if (this.#sentinel >= 0) {
+      await new Promise<void>((resolve) => {
+        let timer: NodeJS.Timeout | undefined;
+        const watch = new native.FdWatch(this.#sentinel, () => done());
+        const done = (): void => {
+          watch.close();
+          if (timer !== undefined) clearTimeout(timer);
+          resolve();
+        };
+        if (ms !== undefined) timer = setTimeout(done, ms);
+      });
+      return;
+    }
+    const deadline = ms === undefined ? Infinity : Date.now() + ms;
     while (this.isAlive() && Date.now() < deadline) {
-      const step = Math.min(50, deadline - Date.now());
-      await new Promise((r) => setTimeout(r, Math.max(1, step)));
+      await new Promise((r) => setTimeout(r, Math.max(1, Math.min(50, deadline - Date.now()))));
     }
   }
 
@@ -315,12 +328,13 @@ export class ParentProcess {
   }
 }
 
-current = Process._main();
+current = new Process({ [kMain]: true } as ProcessOptions);
 
 /** Reaps finished children (CPython's _cleanup). */
 function cleanup(): void {
   for (const c of [...children]) {
-    if (c.isAlive() === false) children.delete(c);
+    // A raw posix.fork() child inherits this set: those processes are not its children.
+    if (!startedHere(c) || !c.isAlive()) children.delete(c);
   }
 }
 

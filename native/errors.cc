@@ -14,6 +14,13 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const char* 
   const int uverr = err > 0 ? -err : err;
   const char* name = uv_err_name(uverr);
   const char* text = uv_strerror(uverr);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  // libuv names only the errnos it maps (not ECHILD, EOWNERDEAD, ...): ask libc for the rest.
+  if (strncmp(name, "Unknown system error", 20) == 0 && strerrorname_np(-uverr) != nullptr) {
+    name = strerrorname_np(-uverr);
+    text = strerror(-uverr);
+  }
+#endif
   std::string msg = std::string(name) + ": " + text + ", " + syscall;
   if (path != nullptr) msg += std::string(" '") + path + "'";
   Napi::Error e = Napi::Error::New(env, msg);

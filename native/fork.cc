@@ -40,6 +40,7 @@
 #include "addon.h"
 #include "errors.h"
 #include "fd.h"
+#include "fork.h"
 
 namespace mp {
 
@@ -294,6 +295,13 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   }
   // ---- child: only this thread exists. No JS has run yet.
   if (st->queueLocated) RepairPlatformQueue(st->queue);
+  // libuv's thread pool re-creates itself in the child, but not this loop's completion queue:
+  // a pool thread may have held wq_mutex at fork (the child's first completion would deadlock),
+  // and work the parent's pool finished but the parent has not delivered yet sits in loop->wq
+  // (the child would run the parent's callbacks at its first own completion). Both reset:
+  // like work still in flight, the parent's finished work never completes in the child.
+  uv_mutex_init(&loop->wq_mutex);
+  loop->wq.next = loop->wq.prev = &loop->wq;
   if (int r = uv_loop_fork(loop)) {
     fprintf(stderr, "multiproc: uv_loop_fork failed in the forked child: %s\n", uv_strerror(r));
     _exit(70);
@@ -329,6 +337,9 @@ struct ChildWatch {
   napi_env env = nullptr;
   uv_loop_t* loop = nullptr;
   uv_prepare_t prepare;
+  // Keeps the loop from blocking before the first prepare: a grandchild is forked *inside* the
+  // prepare phase, and the poll that follows would otherwise sleep before our handle ever ran.
+  uv_idle_t kick;
   napi_ref bootstrap = nullptr;
   napi_ref onIdle = nullptr;
   napi_async_context context = nullptr;
@@ -338,13 +349,25 @@ struct ChildWatch {
   // parent's timers too, so JS counts the child's timers itself (lib/popen/child.ts).
   std::unordered_set<uv_handle_t*> infra;
   bool started = false;
+  // A grandchild forked inside one of our JS calls retires this watch (it has its own): the
+  // call returns into OnPrepare in the grandchild, which must then do nothing more.
+  bool retired = false;
 };
+
+bool ChildIsUnwinding(Napi::Env env) {
+  AddonData* d = GetAddonData(env);
+  auto* st = d->Get<ForkState>(AddonData::kFork);
+  return st != nullptr && st->child != nullptr && !st->child->started;
+}
 
 // Is there child-created work left that the loop knows about (handles, requests, callbacks)?
 static bool LoopHasChildWork(ChildWatch* w) {
   uv_loop_t* loop = w->loop;
   if (loop->closing_handles != nullptr) return true;
   if (!QueueEmpty(&loop->pending_queue)) return true;
+  // An inherited request can still complete here (a write the parent had queued on a socket
+  // passed to the target, or on stdout): then the inherited count shrinks with it.
+  if (loop->active_reqs.count < w->inheritedRequests) w->inheritedRequests = loop->active_reqs.count;
   if (loop->active_reqs.count > w->inheritedRequests) return true;
   struct Walk {
     ChildWatch* w;
@@ -354,7 +377,9 @@ static bool LoopHasChildWork(ChildWatch* w) {
       loop,
       [](uv_handle_t* h, void* arg) {
         auto* k = static_cast<Walk*>(arg);
-        if (k->busy || h == reinterpret_cast<uv_handle_t*>(&k->w->prepare)) return;
+        if (k->busy || h == reinterpret_cast<uv_handle_t*>(&k->w->prepare) ||
+            h == reinterpret_cast<uv_handle_t*>(&k->w->kick))
+          return;
         if (uv_is_active(h) && uv_has_ref(h) && !uv_is_closing(h) && !k->w->infra.count(h)) k->busy = true;
       },
       &walk);
@@ -379,7 +404,8 @@ static bool CallJs(ChildWatch* w, napi_ref ref, int arg, bool* result) {
     if (pending) {
       napi_value err;
       napi_get_and_clear_last_exception(env, &err);
-      napi_fatal_exception(env, err);
+      // A grandchild forked inside this call is unwinding its copy of our stack: not an error.
+      if (!ChildIsUnwinding(Napi::Env(env))) napi_fatal_exception(env, err);
     }
   } else if (result != nullptr) {
     bool b = false;
@@ -390,6 +416,18 @@ static bool CallJs(ChildWatch* w, napi_ref ref, int arg, bool* result) {
   return ok;
 }
 
+// The termination requested by ChildDetach normally ends by itself: V8 clears it when the
+// outermost JS frame returns through the API. One exception: a fork inside a microtask that
+// Node runs straight from C++ (a checkpoint with no JS below). Then V8 keeps the termination
+// scheduled, every later call into JS bails out at once, and Node's timer code retries forever.
+// This runs when that checkpoint ends; with no JS frame left, the unwinding is complete.
+static void OnMicrotasksCompleted(v8::Isolate* isolate, void* data) {
+  if (!isolate->IsExecutionTerminating()) return;
+  v8::HandleScope hs(isolate);
+  if (v8::StackTrace::CurrentStackTrace(isolate, 1)->GetFrameCount() > 0) return;  // still unwinding
+  isolate->CancelTerminateExecution();
+}
+
 // Runs before the loop would block, every turn: the only point where "nothing left to do" can
 // be decided without missing the last callback of the turn.
 static void OnPrepare(uv_prepare_t* h) {
@@ -397,21 +435,15 @@ static void OnPrepare(uv_prepare_t* h) {
   if (!w->started) {
     w->started = true;
     v8::Isolate* isolate = v8::Isolate::GetCurrent();
-    {
-      // Microtasks the parent queued before forking are still in V8's queue. Running them under
-      // a termination request makes V8 drop the whole queue; then the request is withdrawn.
-      v8::HandleScope hs(isolate);
-      isolate->TerminateExecution();
-      isolate->PerformMicrotaskCheckpoint();
-      isolate->CancelTerminateExecution();
-    }
+    isolate->RemoveMicrotasksCompletedCallback(OnMicrotasksCompleted, w);
     CallJs(w, w->bootstrap, 0, nullptr);
-    return;
+    if (w->retired) return;
+    // Fall through: a synchronous target is already done, and nothing may wake the loop again.
   }
   if (LoopHasChildWork(w)) return;
   // Phase 0: JS checks the target and its timers, and emits 'beforeExit' if they are done.
   bool emitted = false;
-  if (!CallJs(w, w->onIdle, 0, &emitted) || !emitted) return;
+  if (!CallJs(w, w->onIdle, 0, &emitted) || w->retired || !emitted) return;
   // 'beforeExit' listeners ran (with their ticks/microtasks): exit unless they made new work.
   if (LoopHasChildWork(w)) return;
   CallJs(w, w->onIdle, 1, nullptr);  // exits the process if still idle
@@ -420,8 +452,9 @@ static void OnPrepare(uv_prepare_t* h) {
 // childDetach(keepFds: number[], bootstrap: () => void, onIdle: (phase) => boolean)
 //
 // Called in a Process child right after fork(). Quiets what the child inherited:
-//  - every inherited handle is unref'd; signal, fs-event, fs-poll and poll handles are stopped
-//    (stopping the last uv signal handle of a signal restores its default disposition);
+//  - every inherited handle is unref'd; fs-event, fs-poll and poll handles are stopped (signal
+//    handles were closed by the caller, in JS, when it removed the parent's signal listeners:
+//    libuv then restores each signal's default disposition);
 //  - every inherited I/O watcher is disarmed (uv_loop_fork re-queued them all) except stdout,
 //    stderr, the loop's own wake-up fds and `keepFds` (sockets passed to the target), so the
 //    parent's servers, sockets and IPC channel are never read or accepted on in the child;
@@ -432,13 +465,22 @@ static void OnPrepare(uv_prepare_t* h) {
 static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ForkState* st = State(env);
-  if (st->child != nullptr) return ThrowCode(env, "ERR_MP_FORK", "childDetach called twice");
   if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsFunction() || !info[2].IsFunction())
     return ThrowCode(env, "ERR_INVALID_ARG_TYPE", "childDetach(keepFds, bootstrap, onIdle)", true);
   std::unordered_set<int> keep{1, 2};
   Napi::Array fds = info[0].As<Napi::Array>();
   for (uint32_t i = 0; i < fds.Length(); i++) keep.insert(fds.Get(i).As<Napi::Number>().Int32Value());
 
+  // A grandchild inherits its parent's watch: retire it (its handle stays behind, stopped).
+  if (ChildWatch* old = st->child) {
+    uv_prepare_stop(&old->prepare);
+    napi_delete_reference(env, old->bootstrap);
+    napi_delete_reference(env, old->onIdle);
+    napi_async_destroy(env, old->context);
+    v8::Isolate::GetCurrent()->RemoveMicrotasksCompletedCallback(OnMicrotasksCompleted, old);
+    old->infra.clear();
+    old->retired = true;
+  }
   auto* w = new ChildWatch();  // lives until _exit
   w->env = env;
   napi_get_uv_event_loop(env, &w->loop);
@@ -448,11 +490,12 @@ static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
       loop,
       [](uv_handle_t* h, void* arg) {
         auto* w = static_cast<ChildWatch*>(arg);
-        // A handle the parent was closing at fork time finishes closing here; stopping it
-        // would trip libuv's `!uv__is_closing(handle)` assertions.
-        if (uv_is_closing(h)) return;
+        uv_unref(h);
+        if (uv_is_closing(h)) return;  // its close callback still runs; nothing to stop
         switch (h->type) {
-          case UV_SIGNAL: uv_signal_stop(reinterpret_cast<uv_signal_t*>(h)); break;
+          // UV_SIGNAL: not stopped here. Node's SignalWrap keeps a per-signal count that closing
+          // a natively stopped handle corrupts (abort); the parent's signal listeners are removed
+          // in JS just before this call, which stops them the Node way.
           case UV_FS_EVENT: uv_fs_event_stop(reinterpret_cast<uv_fs_event_t*>(h)); break;
           case UV_FS_POLL: uv_fs_poll_stop(reinterpret_cast<uv_fs_poll_t*>(h)); break;
           case UV_POLL: uv_poll_stop(reinterpret_cast<uv_poll_t*>(h)); break;
@@ -462,7 +505,6 @@ static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
           case UV_PREPARE: w->infra.insert(h); break;
           default: break;
         }
-        uv_unref(h);
       },
       w);
 
@@ -490,13 +532,29 @@ static Napi::Value ChildDetach(const Napi::CallbackInfo& info) {
   uv_prepare_init(loop, &w->prepare);
   w->prepare.data = w;
   uv_prepare_start(&w->prepare, OnPrepare);  // ref'd: uv_run never returns into Node's exit path
+  uv_idle_init(loop, &w->kick);
+  uv_idle_start(&w->kick, [](uv_idle_t* h) { uv_idle_stop(h); });
   st->child = w;
 
-  v8::Isolate::GetCurrent()->TerminateExecution();
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  isolate->AddMicrotasksCompletedCallback(OnMicrotasksCompleted, w);
+  isolate->TerminateExecution();
+  // Promise reactions the parent queued before forking would run in the child as soon as the
+  // stack is unwound. Running the queue now, under the termination request, makes V8 drop it
+  // whole (a no-op when we are inside a microtask: V8 then drops the rest itself). The request
+  // stays pending and unwinds the caller's stack on return.
+  isolate->PerformMicrotaskCheckpoint();
   return env.Undefined();
 }
 
 // ---------------------------------------------------------------- small process calls
+
+// loopAlive() -> uv_loop_alive: does the loop still have work (as Node decides at 'beforeExit')?
+static Napi::Value LoopAlive(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(info.Env(), &loop);
+  return Napi::Boolean::New(info.Env(), loop != nullptr && uv_loop_alive(loop) != 0);
+}
 
 static Napi::Value GetPid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getpid()); }
 static Napi::Value GetPpid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getppid()); }
@@ -518,6 +576,7 @@ void InitFork(Napi::Env env, Napi::Object exports) {
   exports.Set("forkProbe", Napi::Function::New(env, Probe, "forkProbe"));
   exports.Set("fork", Napi::Function::New(env, Fork, "fork"));
   exports.Set("childDetach", Napi::Function::New(env, ChildDetach, "childDetach"));
+  exports.Set("loopAlive", Napi::Function::New(env, LoopAlive, "loopAlive"));
   exports.Set("getpid", Napi::Function::New(env, GetPid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, GetPpid, "getppid"));
   exports.Set("setsid", Napi::Function::New(env, SetSid, "setsid"));

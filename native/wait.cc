@@ -16,6 +16,7 @@
 #include "addon.h"
 #include "errors.h"
 #include "fd.h"
+#include "fork.h"
 
 namespace mp {
 
@@ -132,9 +133,19 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
  private:
   static void OnPoll(uv_poll_t* h, int status, int events) {
     auto* self = static_cast<FdWatch*>(h->data);
-    Napi::Env env = self->callback_.Env();
+    if (self == nullptr) return;
+    napi_env env = self->callback_.Env();
     Napi::HandleScope scope(env);
-    self->callback_.MakeCallback(env.Global(), {}, *self->context_);
+    napi_value global;
+    napi_get_global(env, &global);
+    napi_status s = napi_make_callback(env, *self->context_, global, self->callback_.Value(), 0, nullptr, nullptr);
+    bool pending = false;
+    if (s != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      // A Process child forked inside this callback unwinds it by termination: not an error.
+      if (!ChildIsUnwinding(Napi::Env(env))) napi_fatal_exception(env, err);
+    }
   }
 
   void CloseHandle() {

@@ -5,8 +5,10 @@
 // quiet and the parent's JS stack unwinds, then the target runs from a fresh stack and the child
 // exits when the target is done and nothing it started is left (DESIGN.md, "What a forked child
 // inherits").
+import { createHook, executionAsyncResource, type AsyncHook } from 'node:async_hooks';
 import * as fs from 'node:fs';
 
+import { refreshPid } from '../_pid';
 import { native } from '../native';
 
 // ---- timers and immediates: ownership by process
@@ -90,19 +92,20 @@ function childTimersAlive(): boolean {
 /**
  * First thing after fork() in any child: the process identity (process.pid/ppid are values
  * captured at startup) and an exit that does not run Node's teardown (which would join threads
- * that do not exist here): 'exit' listeners run, then _exit.
+ * that do not exist here). process.exit() and fatal errors already end in the native exit
+ * handler installed by fork; the natural end is caught at 'beforeExit': once its listeners ran
+ * and the loop is still empty, Node would emit 'exit' and tear down, so we do the 'exit' part
+ * and _exit.
  */
 export function afterForkInChild(parentPid: number): void {
   const pid = native.getpid();
   Object.defineProperty(process, 'pid', { value: pid, writable: false, configurable: true, enumerable: true });
   Object.defineProperty(process, 'ppid', { value: parentPid, writable: true, configurable: true, enumerable: true });
-  // Natural exit reaches process.emit('exit') (from C++) and then Node's teardown: end right
-  // after the 'exit' listeners instead. process.exit() and fatal errors already end in the native
-  // exit handler installed by fork.
+  refreshPid(); // the locks' cached pid (lib/_pid.ts)
   const emit = process.emit;
   process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]): boolean {
     const r = (emit as (e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
-    if (event === 'exit') native.exit(typeof process.exitCode === 'number' ? process.exitCode : Number(args[0] ?? 0));
+    if (event === 'beforeExit' && !native.loopAlive()) exitChild();
     return r;
   } as typeof process.emit;
 }
@@ -126,6 +129,50 @@ function dropParentListeners(): void {
     if (typeof ev !== 'string') continue;
     if (PARENT_EVENTS.includes(ev) || /^SIG[A-Z0-9]+$/.test(ev)) process.removeAllListeners(ev);
   }
+  // Also the capture callback (domains, test runners) that would swallow the child's errors.
+  if (process.hasUncaughtExceptionCaptureCallback()) process.setUncaughtExceptionCaptureCallback(null);
+}
+
+interface AsyncWrapBinding {
+  clearAsyncIdStack(): void;
+  async_id_fields: Float64Array;
+  constants: { kAsyncIdCounter: number };
+}
+
+let asyncWrapBinding: AsyncWrapBinding | undefined;
+function asyncWrap(): AsyncWrapBinding {
+  if (asyncWrapBinding !== undefined) return asyncWrapBinding;
+  // process.binding('async_wrap') is the only way to reach these; silence its deprecation notice.
+  const quiet = process.noDeprecation;
+  process.noDeprecation = true;
+  try {
+    asyncWrapBinding = (process as unknown as { binding(name: string): AsyncWrapBinding }).binding('async_wrap');
+    return asyncWrapBinding;
+  } finally {
+    process.noDeprecation = quiet;
+  }
+}
+
+/**
+ * process.nextTick callbacks the parent queued before forking would run in the child right after
+ * the unwinding (Node drains them when the interrupted callback's scope closes). Every tick has
+ * an async id, and ids only grow: those at or below the counter at fork are the parent's. Until
+ * the bootstrap starts, a `before` hook turns those into no-ops (processTicksAndRejections reads
+ * `tock.callback` after the hook). Enabled only in that window, so it costs nothing afterwards.
+ */
+let lastParentTickId = 0;
+let tickMuter: AsyncHook | undefined;
+function muteParentTicks(lastParentId: number): AsyncHook {
+  lastParentTickId = lastParentId;
+  // Created once (in the parent, at first fork) so that the child only flips it on.
+  tickMuter ??= createHook({
+    before(asyncId) {
+      if (asyncId > lastParentTickId) return;
+      const r = executionAsyncResource() as { callback?: unknown; args?: unknown } | undefined;
+      if (r !== undefined && typeof r.callback === 'function' && 'args' in r) r.callback = noop;
+    },
+  });
+  return tickMuter.enable();
 }
 
 /**
@@ -149,28 +196,49 @@ function cutIpcChannel(): void {
   process.disconnect = noop;
 }
 
-export interface ChildRun {
-  /** Runs the target; its promise settles when the target is done. */
-  run(): Promise<void>;
-  /** Called first on the child's fresh stack (library state for the new process). */
-  init(): void;
+function exitCodeNow(): number {
+  const c = process.exitCode;
+  return typeof c === 'number' ? c : typeof c === 'string' && c !== '' ? Number(c) : 0;
+}
+
+/**
+ * Node's process.exit, restated for the child: test frameworks replace process.exit in their
+ * workers (vitest makes it throw), and a child is not the test runner. 'exit' listeners run, then
+ * _exit (the emit wrapper from afterForkInChild).
+ */
+function exitChild(code?: number | string | null): never {
+  if (code !== undefined && code !== null) process.exitCode = code;
+  const p = process as { _exiting?: boolean };
+  if (!p._exiting) {
+    p._exiting = true;
+    process.emit('exit', exitCodeNow());
+  }
+  return native.exit(exitCodeNow());
+}
+
+/** In the parent, before forking: what the child will need, made ready while it is cheap. */
+export function prepareChildSupport(): void {
+  asyncWrap();
+  muteParentTicks(0).disable();
 }
 
 /**
  * In a Process child right after fork(): never returns. The parent's JS stack unwinds (V8
- * terminate), then `child.init()` and `child.run()` run on the next loop turn; the child exits
- * with the target's outcome once nothing it started is pending.
+ * terminate), then `run()` (which runs the target and reports its errors) starts on the next
+ * loop turn; the child exits once it has settled and nothing the child started is pending.
  */
-export function detachChild(keepFds: number[], child: ChildRun): never {
+export function detachChild(keepFds: number[], run: () => Promise<void>): never {
   owner = {};
   childTimers = new Set();
   let settled = false;
+  const aw = asyncWrap();
+  const ticks = muteParentTicks(aw.async_id_fields[aw.constants.kAsyncIdCounter]);
   const bootstrap = (): void => {
-    dropParentListeners();
+    ticks.disable();
     cutIpcChannel();
+    process.exit = exitChild as typeof process.exit;
     process.exitCode = undefined;
-    child.init();
-    child.run().then(
+    run().then(
       () => {
         settled = true;
       },
@@ -183,11 +251,17 @@ export function detachChild(keepFds: number[], child: ChildRun): never {
   const onIdle = (phase: number): boolean => {
     if (!settled || childTimersAlive()) return false;
     if (phase === 0) {
-      process.emit('beforeExit', typeof process.exitCode === 'number' ? process.exitCode : 0);
+      process.emit('beforeExit', exitCodeNow());
       return true;
     }
     process.exit();
   };
+  // The unwinding skips the async-context pops of the callbacks on the stack (a timer's, an HTTP
+  // request's): Node would then find its async-id stack corrupted and abort. Start it empty.
+  aw.clearAsyncIdStack();
+  // Before the loop can turn again: a signal arriving now must not reach the parent's listeners
+  // (removing them closes their uv signal handles and restores the default dispositions).
+  dropParentListeners();
   native.childDetach(keepFds, bootstrap, onIdle);
   // V8 was asked to terminate: this loop's first back-edge check unwinds the whole stack.
   for (;;) {

@@ -1,10 +1,27 @@
 // The 'fork' start method: this process forks itself and the child runs the target from the
 // copied heap (closures and all). CPython's popen_fork.Popen.
+//
+// start() forks synchronously (the pid is known at once, as in Python). In the child, returning
+// from start() would run the rest of the parent's program, so the child never returns: native
+// childDetach() quiets the inherited event loop and has V8 terminate, which unwinds the parent's
+// whole JS stack without running any catch/finally; the target then runs from a fresh stack on
+// the next loop turn (popen/child.ts, native/fork.cc). Verified entry points: top-level CommonJS
+// main, top-level ESM (with top-level await), inside an async function after an await (fork in a
+// microtask), inside a setTimeout callback, inside an HTTP request handler, inside a vitest test,
+// and inside a child's target (grandchildren).
+//
+// What the child does not see of the parent: its servers and sockets (watchers disarmed: never
+// read or accepted on), timers and immediates (ownership guards), pending process.nextTick
+// callbacks and promise reactions (dropped), signal / 'exit' / error listeners (removed), the
+// IPC channel of a child_process parent (cut), stdin (/dev/null), in-flight and finished-but-
+// undelivered thread-pool work. Known gaps: timers created before this library was loaded
+// (run programs with `npx multiproc`, which preloads it); close callbacks of handles the parent
+// was closing at the moment of the fork; bytes the parent had queued on a full stdout pipe.
 import * as net from 'node:net';
 
 import { assertForkSafe } from '../forksafe';
 import { native, type FdWatchHandle } from '../native';
-import { afterForkInChild, detachChild } from './child';
+import { afterForkInChild, detachChild, prepareChildSupport } from './child';
 import type { Popen, ProcessObject } from './types';
 
 let pidfdSupport: boolean | undefined;
@@ -18,7 +35,7 @@ export function havePidfd(): boolean {
   return pidfdSupport;
 }
 
-/** Sockets and servers among the target's arguments (also inside arrays): they stay live in the child. */
+/** Sockets and servers among the target's arguments (also inside arrays): they stay usable in the child. */
 export function passedHandles(args: readonly unknown[]): Array<net.Socket | net.Server> {
   const out: Array<net.Socket | net.Server> = [];
   const visit = (v: unknown, depth: number): void => {
@@ -48,6 +65,7 @@ export class ForkPopen implements Popen {
     const handles = passedHandles(proc.args);
     const keepFds = handles.map(handleFd).filter((fd) => fd >= 0);
     const parentPid = native.getpid();
+    prepareChildSupport();
     // Without pidfds: a pipe whose write end only the child holds; EOF means it ended.
     const pipe = havePidfd() ? null : native.pipe();
     const pid = native.fork(proc.daemon);
@@ -61,12 +79,10 @@ export class ForkPopen implements Popen {
         native.close(parentFd);
         parentFd = -1;
       }
-      detachChild(keepFds, {
-        init: () => {
-          for (const h of handles) h.ref();
-        },
-        run: () => proc.bootstrapChild(parentFd, parentPid),
-      });
+      // Passed sockets stay readable/writable but, like everything inherited, do not keep the
+      // child alive by themselves: the target's own lifetime decides (as in CPython), plus any
+      // request (a write) still in flight on them.
+      detachChild(keepFds, () => proc.bootstrapChild(parentFd, parentPid));
     }
     this.pid = pid;
     if (pipe !== null) {

@@ -1,0 +1,108 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ensureDist } from './helpers/dist';
+
+const dist = ensureDist();
+
+function onShm(name: string): boolean {
+  return fs.existsSync('/dev/shm/' + name.replace(/^\//, ''));
+}
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return !/^\d+ \(.*\) Z/.test(stat);
+  } catch {
+    return false;
+  }
+}
+async function until(f: () => boolean, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!f() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  return f();
+}
+
+// Runs a script (with `mp` = the library) in its own fork-safe Node process; resolves with the
+// first line it prints (JSON) and the process, which the caller must end.
+function script(src: string): Promise<{ info: Record<string, unknown>; proc: ReturnType<typeof spawn> }> {
+  const code = `const mp = require(${JSON.stringify(dist + '/index.js')});\n${src}`;
+  const proc = spawn(process.execPath, ['--single-threaded', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const t = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error('script timed out: ' + err));
+    }, 15_000);
+    proc.stderr!.on('data', (d) => (err += d));
+    proc.stdout!.on('data', (d) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(t);
+        resolve({ info: JSON.parse(out.slice(0, nl)), proc });
+      }
+    });
+    proc.on('exit', (code) => {
+      clearTimeout(t);
+      if (out.indexOf('\n') < 0) reject(new Error(`script exited ${code}: ${err}`));
+    });
+  });
+}
+
+describe('resource tracker', () => {
+  it('a SIGKILLed process tree leaves nothing in /dev/shm; the tracker then exits', async () => {
+    const { info, proc } = await script(`
+      const tracker = require(${JSON.stringify(dist + '/resource_tracker.js')});
+      const { spawnSync } = require('child_process');
+      const shm = new mp.SharedMemory({ create: true, size: 4096 });
+      const lock = new mp.Lock();                 // lives in a heap arena segment
+      const v = mp.Value('i', 1);
+      const big = mp.RawArray('d', 10000);        // its own segment
+      const fromChild = mp.RawArray('B', 64);
+      const p = new mp.Process({ target: () => {
+        const mine = new mp.SharedMemory({ create: true, size: 100 });
+        Buffer.from(fromChild.buffer, fromChild.byteOffset, 64).write(mine.name);
+        setInterval(() => {}, 1000);
+      }});
+      p.start();
+      const t0 = Date.now();
+      while (fromChild[0] === 0 && Date.now() - t0 < 5000) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      const childShm = Buffer.from(fromChild.buffer, fromChild.byteOffset, 64).toString().replace(/\\0+$/, '');
+      const segs = require('fs').readdirSync('/dev/shm').filter((n) => n.startsWith('mp-'));
+      console.log(JSON.stringify({ shm: shm.name, childShm, child: p.pid, tracker: tracker.trackerPid(), segs }));
+      setInterval(() => {}, 1000);
+    `);
+    const names = [info.shm as string, info.childShm as string];
+    expect(names[1]).toMatch(/^mp-/);
+    for (const n of names) expect(onShm(n)).toBe(true);
+    const ours = (info.segs as string[]).filter((n) => onShm(n));
+    expect(ours.length).toBeGreaterThanOrEqual(3); // shm + arena + big array (+ child's)
+    const tracker = info.tracker as number;
+    expect(alive(tracker)).toBe(true);
+    process.kill(info.child as number, 'SIGKILL');
+    proc.kill('SIGKILL');
+    await new Promise((r) => proc.once('exit', r));
+    expect(await until(() => ours.every((n) => !onShm(n)) && names.every((n) => !onShm(n)))).toBe(true);
+    expect(await until(() => !alive(tracker))).toBe(true);
+  });
+
+  it('a normal exit unlinks what the process created, without the tracker', async () => {
+    const { info, proc } = await script(`
+      const tracker = require(${JSON.stringify(dist + '/resource_tracker.js')});
+      const shm = new mp.SharedMemory({ create: true, size: 10 });
+      const keep = new mp.SharedMemory({ create: true, size: 10, track: false });
+      const l = new mp.Lock();
+      console.log(JSON.stringify({ shm: shm.name, keep: keep.name, tracker: tracker.trackerPid() }));
+      setTimeout(() => {}, 200);
+    `);
+    const code = await new Promise((r) => proc.once('exit', r));
+    expect(code).toBe(0);
+    expect(onShm(info.shm as string)).toBe(false);
+    // track: false is the caller's to unlink (as in CPython)
+    expect(onShm(info.keep as string)).toBe(true);
+    fs.rmSync('/dev/shm/' + (info.keep as string));
+    expect(await until(() => !alive(info.tracker as number))).toBe(true);
+  });
+});
