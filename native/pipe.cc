@@ -583,10 +583,15 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     Napi::HandleScope scope(env);
     int ev = status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0) |
                                        ((events & UV_DISCONNECT) ? 1 : 0);
+    const pid_t before = getpid();
     w->cb_.MakeCallback(w->Value(), {Napi::Number::New(env, ev)}, w->ctx_);
+    // The callback resolves promises whose continuations may fork(): a Process child then
+    // unwinds this very call by V8 termination. That pending "exception" is the termination,
+    // not an error: clear it and report nothing in the child (as the fork layer does). The
+    // watcher object may already be gone in the child: touch nothing after the call.
     if (env.IsExceptionPending()) {
       Napi::Error e = env.GetAndClearPendingException();
-      napi_fatal_exception(env, e.Value());
+      if (getpid() == before) napi_fatal_exception(env, e.Value());
     }
   }
 

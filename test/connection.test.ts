@@ -3,7 +3,6 @@ import * as path from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import * as posix from '../lib/posix';
 
 import { BufferTooShort, Connection, EOFError, Pipe, Process, ValueError, waitFor, waitForSync } from '../lib/index';
 import { native } from '../lib/native';
@@ -297,7 +296,6 @@ describe('across processes', () => {
         got.c.send('hello over the passed connection');
         conn.send({ pid: process.pid });
         conn.close();
-        posix.exit(0); // see report: natural exit of fork children can stall (fork layer)
       },
       args: [childEnd],
     });
@@ -309,5 +307,12 @@ describe('across processes', () => {
     expect(msg.pid).toBe(p.pid);
     await p.join(10_000);
     expect(p.exitCode).toBe(0);
+    // waitFor over a process sentinel
+    const p2 = new Process({ target: () => new Promise((r) => setTimeout(r, 50)) });
+    procs.push(p2);
+    p2.start();
+    expect(await waitFor([p2.sentinel], 10_000)).toEqual([p2.sentinel]);
+    await p2.join(5000);
+    expect(p2.exitCode).toBe(0);
   });
 });

@@ -4,7 +4,6 @@ import * as path from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import * as posix from '../lib/posix';
 
 import { AuthenticationError, Client, Connection, Listener, Process } from '../lib/index';
 
@@ -130,7 +129,6 @@ describe('Listener / Client', () => {
         const reply = await c.recv();
         c.send({ reply });
         c.close();
-        posix.exit(0); // natural exit of fork children can stall (fork layer)
       },
       args: [l.address],
     });
@@ -151,7 +149,6 @@ describe('Listener / Client', () => {
         const c = await Client(addr, { authkey: 'k' });
         c.send('sync accepted');
         c.close();
-        posix.exit(0); // natural exit of fork children can stall (fork layer)
       },
       args: [l.address],
     });
