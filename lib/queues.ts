@@ -28,6 +28,7 @@ import { Empty, Full, ValueError, invalidArgType, invalidArgValue } from './erro
 import { DESCRIBED, decodeMessage, encodeMessage, reduceHandle, registerRebuilder, type Reduced } from './reduction';
 import { attachSegment, createSegment, unlinkSegment, kReduce, SharedMemory, type Segment } from './shared_memory';
 import { rebuildShared } from './sharedctypes';
+import { native } from './native';
 import { Lock, rebuild, type SyncDescription } from './synchronize';
 
 const HEAD = 0;
@@ -156,9 +157,10 @@ export class Queue<T = unknown> {
     const enc = this.#encode(item);
     if (this.#tryPut(enc)) return;
     if (!block) throw new Full();
-    // We are going to wait: the encoded chunks may point into a shared scratch buffer or the
-    // caller's Buffers, so keep a private copy.
-    const own = { chunks: [Buffer.concat(enc.chunks, enc.length)], length: enc.length, side: enc.side };
+    // We are going to wait: small chunks point into the encoder's shared scratch buffer, which
+    // the next encode reuses, so copy them; large chunks are the caller's own Buffers, kept by
+    // reference until the put completes (CPython also serializes a put item after put returns).
+    const own = { chunks: enc.chunks.map((c) => (c.length < 4096 ? Buffer.from(c) : c)), length: enc.length, side: enc.side };
     const end = deadline(timeout);
     for (;;) {
       const seq = Atomics.load(this.#w, SPACE_SEQ);
@@ -188,7 +190,7 @@ export class Queue<T = unknown> {
     const b = Buffer.from(seg.sab, 0, length);
     let off = 0;
     for (const c of chunks) {
-      b.set(c, off);
+      native.copyBytes(b, off, c, 0, c.length);
       off += c.length;
     }
     const name = Buffer.from(seg.name);
@@ -218,7 +220,9 @@ export class Queue<T = unknown> {
       dv.setUint32(off + 4, enc.side ? K_SIDE : K_ITEM, true);
       let p = off + 8;
       for (const c of enc.chunks) {
-        this.#buf.set(c, p);
+        // V8 copies into shared memory byte-wise when unaligned: memcpy for anything sizable.
+        if (c.length >= 256) native.copyBytes(this.#buf, p, c, 0, c.length);
+        else this.#buf.set(c, p);
         p += c.length;
       }
       if (this.kind === 'JoinableQueue') Atomics.add(w, UNFINISHED, 1);

@@ -19,6 +19,7 @@ import * as v8 from 'node:v8';
 
 import { Decoder, Encoder } from './codec';
 import { ValueError } from './errors';
+import { native } from './native';
 import { kReduce } from './shared_memory';
 
 /** The method an object implements to be sent to another process. */
@@ -127,7 +128,12 @@ export function decodeMessage(buf: Buffer, dv: DataView, start: number, end: num
   if (tag === TAG_V8 || tag === TAG_HANDLES) {
     // v8.deserialize returns Buffers that alias its input: give it private bytes when the
     // input is transient.
-    const body = copy ? Buffer.from(buf.subarray(start + 1, end)) : buf.subarray(start + 1, end);
+    let body = buf.subarray(start + 1, end);
+    if (copy) {
+      const own = Buffer.allocUnsafe(body.length);
+      native.copyBytes(own, 0, body, 0, body.length); // memcpy out of shared memory
+      body = own;
+    }
     const v = v8.deserialize(body);
     if (tag === TAG_V8) return v;
     const { v: inner, h } = v as { v: unknown; h: Reduced[] };

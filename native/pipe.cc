@@ -53,6 +53,14 @@ static bool SetNonBlock(int fd, bool on) {
   return want == flags || fcntl(fd, F_SETFL, want) == 0;
 }
 
+// The bytes of a typed array, also when it views a SharedArrayBuffer (TypedArray::ArrayBuffer()
+// cannot describe those; napi_get_typedarray_info gives the data pointer for both).
+static char* TypedData(Napi::TypedArray t) {
+  void* data = nullptr;
+  if (napi_get_typedarray_info(t.Env(), t, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) return nullptr;
+  return static_cast<char*>(data);
+}
+
 static int FdArg(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
 
 static Napi::Value PairToArray(Napi::Env env, UniqueFd& a, UniqueFd& b) {
@@ -266,8 +274,7 @@ static Napi::Value SendFrame(const Napi::CallbackInfo& info) {
   uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     Napi::TypedArray t = chunks.Get(i).As<Napi::TypedArray>();
-    Napi::ArrayBuffer ab = t.ArrayBuffer();
-    iov[i + 1].iov_base = static_cast<char*>(ab.Data()) + t.ByteOffset();
+    iov[i + 1].iov_base = TypedData(t);
     iov[i + 1].iov_len = t.ByteLength();
     total += t.ByteLength();
   }
@@ -821,7 +828,28 @@ static Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// copyBytes(dst, dstOffset, src, srcOffset, length): memcpy between two typed arrays' bytes.
+// For rings in shared memory: V8 copies to or from a SharedArrayBuffer with relaxed atomic
+// stores, byte by byte when unaligned (~1 ms per MiB here); memcpy is 20x faster. Bounds are
+// checked by the caller (lib/queues.ts); they are re-checked here because a bad offset would
+// corrupt memory.
+static Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray d = info[0].As<Napi::TypedArray>(), s = info[2].As<Napi::TypedArray>();
+  int64_t doff = info[1].As<Napi::Number>().Int64Value(), soff = info[3].As<Napi::Number>().Int64Value();
+  int64_t n = info[4].As<Napi::Number>().Int64Value();
+  if (doff < 0 || soff < 0 || n < 0 || doff + n > int64_t(d.ByteLength()) || soff + n > int64_t(s.ByteLength()))
+    return ThrowCode(env, "ERR_OUT_OF_RANGE", "copyBytes: range out of bounds", false);
+  char* dp = TypedData(d);
+  const char* sp = TypedData(s);
+  if (n == 0) return env.Undefined();
+  if (dp == nullptr || sp == nullptr) return ThrowCode(env, "ERR_INVALID_ARG_TYPE", "copyBytes: not a typed array", true);
+  memmove(dp + doff, sp + soff, size_t(n));
+  return env.Undefined();
+}
+
 void InitPipe(Napi::Env env, Napi::Object exports) {
+  exports.Set("copyBytes", Napi::Function::New(env, CopyBytes, "copyBytes"));
   exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
   exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
