@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { BufferTooShort, Connection, EOFError, Pipe, Process, ValueError, waitFor, waitForSync } from '../lib/index';
 import { native } from '../lib/native';
+import { ensureDist } from './helpers/dist';
 
 // ---- cleanup: every Connection and child a test makes is closed/reaped, even on failure
 const conns: Connection[] = [];
@@ -29,7 +30,7 @@ afterEach(async () => {
   }
 });
 
-const DIST = path.resolve(__dirname, '..', 'dist', 'index.js');
+const DIST = path.join(ensureDist(), 'index.js');
 
 /** Spawns `node -e script` with `fd` as its descriptor 3; the script gets `m` (multiproc) and `c` = Connection(3). */
 function spawnWithFd(fd: number, script: string): ChildProcess {

@@ -1,8 +1,12 @@
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { Empty, Full, JoinableQueue, Lock, Pipe, Process, Queue, SimpleQueue, Value, ValueError, type Connection } from '../lib/index';
+import { Connection, Empty, Full, JoinableQueue, Lock, Pipe, Process, Queue, SharedMemory, SimpleQueue, Value, ValueError } from '../lib/index';
+import { native } from '../lib/native';
+import { ensureDist } from './helpers/dist';
 import { fork, joinAll } from './helpers/procs';
 
 const closers: { close(): void }[] = [];
@@ -183,6 +187,46 @@ describe('Queue across processes', () => {
     const innerCopy = q.getSync() as Queue;
     innerCopy.putSync('nested');
     expect(inner.getSync()).toBe('nested');
+  });
+
+  it('a Queue, SharedMemory and Lock sent over a Connection to a separately spawned process are reopened by name', async () => {
+    const dist = path.join(ensureDist(), 'index.js');
+    const [mine, theirs] = native.socketpair();
+    const code = `const m = require(${JSON.stringify(dist)});
+      const c = new m.Connection(3);
+      (async () => {
+        const { q, shm, lock } = await c.recv();
+        shm.buf.write('written by the spawned child');
+        if (!lock.acquireSync({ block: false })) throw new Error('lock should be free');
+        for (let i = 0; i < 1000; i++) await q.put({ i });
+        lock.release();
+        shm.close();
+        c.send('done');
+        c.close();
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    const ch = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+    const exited = new Promise<number | null>((r) => ch.once('exit', (c) => r(c)));
+    try {
+      native.close(theirs);
+      const conn = new Connection(mine);
+      closers.push(conn);
+      const q = new Queue<{ i: number }>();
+      const shm = new SharedMemory({ create: true, size: 64 });
+      closers.push({ close: () => (shm.close(), shm.unlink()) });
+      const lock = new Lock();
+      conn.send({ q, shm, lock });
+      for (let i = 0; i < 1000; i++) expect(await q.get({ timeout: 10_000 })).toEqual({ i });
+      expect(await conn.recv()).toBe('done');
+      expect(shm.buf.toString('utf8', 0, 28)).toBe('written by the spawned child');
+      expect(lock.acquireSync({ block: false })).toBe(true);
+      lock.release();
+      expect(await exited).toBe(0);
+    } finally {
+      if (ch.exitCode === null && ch.signalCode === null) {
+        ch.kill('SIGKILL');
+        await exited;
+      }
+    }
   });
 
   it('multi-producer multi-consumer: every item exactly once, FIFO per producer', async () => {
