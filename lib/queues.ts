@@ -127,6 +127,34 @@ export class Queue<T = unknown> {
     this.#w = new Int32Array(this.#seg.sab, 0, HEADER / 4);
     this.#buf = Buffer.from(this.#seg.sab, HEADER, this.#cap);
     this.#dv = new DataView(this.#seg.sab, HEADER, this.#cap);
+    if (!restored) registerCreated(this);
+  }
+
+  /**
+   * At the creating process's exit (when the ring's name goes away too): unlinks the side
+   * segments of items nobody took, so nothing is left in /dev/shm.
+   */
+  _unlinkPendingSideItems(): void {
+    const w = this.#w;
+    let tail = Atomics.load(w, TAIL);
+    const head = Atomics.load(w, HEAD);
+    while (tail !== head) {
+      let off = tail & this.#mask;
+      if (this.#dv.getUint32(off + 4, true) === K_PAD) {
+        tail = (tail + (this.#cap - off)) | 0;
+        off = 0;
+        if (tail === head) break;
+      }
+      const len = this.#dv.getUint32(off, true);
+      if (this.#dv.getUint32(off + 4, true) === K_SIDE) {
+        try {
+          unlinkSegment(this.#buf.toString('latin1', off + 8, off + 8 + len));
+        } catch {
+          // taken meanwhile
+        }
+      }
+      tail = (tail + ((8 + len + 7) & ~7)) | 0;
+    }
   }
 
   // ---- put
@@ -387,6 +415,21 @@ export class Queue<T = unknown> {
 }
 
 const NONE = Symbol('none');
+
+// Queues this process created (weakly held), for the exit-time cleanup of side segments.
+let created: { pid: number; queues: Set<WeakRef<Queue>> } | null = null;
+function registerCreated(q: Queue): void {
+  if (created === null || created.pid !== process.pid) {
+    // First queue of this process (a forked child starts its own list and its own hook).
+    const mine = { pid: process.pid, queues: new Set<WeakRef<Queue>>() };
+    created = mine;
+    process.on('exit', () => {
+      if (process.pid !== mine.pid) return;
+      for (const r of mine.queues) r.deref()?._unlinkPendingSideItems();
+    });
+  }
+  created.queues.add(new WeakRef(q));
+}
 let restoring: QueueState | undefined;
 
 /** A Queue whose consumers acknowledge items with taskDone(); join() waits until all are done. */

@@ -97,6 +97,18 @@ describe('Queue in one process', () => {
     expect(shmNames().length).toBeLessThanOrEqual(before + 1);
   });
 
+  it('side-channel items nobody took are unlinked when the creating process exits', async () => {
+    const before = shmNames();
+    const p = fork(() => {
+      const q = new Queue(0, { capacity: 64 * 1024 });
+      q.putSync(Buffer.alloc(512 * 1024, 1));
+      q.putSync(Buffer.alloc(512 * 1024, 2));
+      q.getSync();
+    });
+    expect(await joinAll([p])).toEqual([0]);
+    expect(shmNames().filter((n) => !before.includes(n))).toEqual([]);
+  });
+
   it('wraps around the ring many times without losing or reordering items', () => {
     const q = new Queue(0, { capacity: 64 * 1024 });
     let next = 0;
