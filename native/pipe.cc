@@ -326,9 +326,11 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     hdrGot_ = 0, hdrNeed_ = 4, haveLen_ = false, got_ = 0;
   }
 
-  // One non-blocking read of at most n bytes into p. Returns bytes read, 0 at EOF, -1 with
-  // errno (EAGAIN when nothing is there now).
-  ssize_t ReadSome(char* p, size_t n) {
+  // One read of at most n bytes into p. Returns bytes read, 0 at EOF, -1 with errno (EAGAIN
+  // when nothing is there now). Non-blocking unless `block` (a Sync read without timeout: one
+  // blocking recvmsg/read instead of recvmsg + poll + recvmsg; on a descriptor someone made
+  // O_NONBLOCK it still returns EAGAIN and the caller polls).
+  ssize_t ReadSome(char* p, size_t n, bool block) {
     if (sock_) {
       struct iovec iov = {p, n};
       struct msghdr msg;
@@ -338,7 +340,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
       msg.msg_iovlen = 1;
       msg.msg_control = cbuf;
       msg.msg_controllen = sizeof cbuf;
-      int flags = MSG_DONTWAIT;
+      int flags = block ? 0 : MSG_DONTWAIT;
 #ifdef MSG_CMSG_CLOEXEC
       flags |= MSG_CMSG_CLOEXEC;
 #endif
@@ -367,6 +369,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     // with other processes, so read only what FIONREAD says is there. With nothing there, a
     // zero-timeout poll tells EOF (POLLHUP) from "nothing yet"; read() then returns 0 at EOF
     // or bytes that raced in, and cannot block in either case.
+    if (block) return RetryEintr([&] { return read(fd_, p, n); });
     int avail = 0;
     if (ioctl(fd_, FIONREAD, &avail) < 0) return -1;
     if (avail <= 0) {
@@ -384,10 +387,10 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
   }
 
   // Advances the current frame as far as the data available now allows.
-  Step Advance(int64_t maxLength) {
+  Step Advance(int64_t maxLength, bool block = false) {
     for (;;) {
       if (!haveLen_) {
-        ssize_t r = ReadSome(reinterpret_cast<char*>(hdr_) + hdrGot_, hdrNeed_ - hdrGot_);
+        ssize_t r = ReadSome(reinterpret_cast<char*>(hdr_) + hdrGot_, hdrNeed_ - hdrGot_, block);
         if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? kAgain : kError;
         if (r == 0) {
           if (hdrGot_ == 0) return kEof;
@@ -425,7 +428,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
       if (!small_) small_.reset(new char[kSmall]);
       char* dst = len_ > kSmall ? big_ : small_.get();
       while (got_ < len_) {
-        ssize_t r = ReadSome(dst + got_, len_ - got_);
+        ssize_t r = ReadSome(dst + got_, len_ - got_, block);
         if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? kAgain : kError;
         if (r == 0) return kEof;  // peer closed mid-frame
         got_ += size_t(r);
@@ -479,7 +482,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     int64_t maxLength = MaxLen(info, 1);
     int64_t deadline = timeout < 0 ? -1 : NowMs() + timeout;
     for (;;) {
-      Step s = Advance(maxLength);
+      Step s = Advance(maxLength, deadline < 0);
       if (s != kAgain) return Finish(env, s);
       int64_t left = deadline < 0 ? -1 : deadline - NowMs();
       if (deadline >= 0 && left <= 0) return env.Null();
