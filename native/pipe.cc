@@ -613,6 +613,9 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     pid_ = getpid();  // a forked child that starts an inherited watcher now owns it
     int r = uv_poll_start(&h_->poll, ev, OnPoll);
     if (r < 0) return ThrowErrno(env, -r, "uv_poll_start");
+    // A forked child's loop quieting unrefs inherited handles: a watcher started again in the
+    // child must keep the child alive while its read is pending.
+    uv_ref(reinterpret_cast<uv_handle_t*>(&h_->poll));
     if (!refd_) {
       Ref();
       refd_ = true;

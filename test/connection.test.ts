@@ -288,6 +288,30 @@ describe('across processes', () => {
     expect(await exitOf(ch)).toBe(0);
   }, 60_000);
 
+  it('a connection the parent already read from asynchronously works in a forked child', async () => {
+    const [parentEnd, childEnd] = track(...Pipe());
+    parentEnd.send('warm-up');
+    expect(await childEnd.recv()).toBe('warm-up'); // the parent's watcher on childEnd exists
+    const pending = childEnd.recv(); // and is started at fork time
+    const p = new Process({
+      target: async (conn: Connection) => {
+        const v = await conn.recv(); // must keep the child alive until the message comes
+        conn.send({ child: v });
+      },
+      args: [childEnd],
+    });
+    procs.push(p);
+    p.start();
+    await new Promise((r) => setTimeout(r, 50));
+    // Both processes now wait on the same socket; the parent stops reading first.
+    childEnd.close();
+    await expect(pending).rejects.toThrow('handle is closed');
+    parentEnd.send('for the child');
+    expect(await parentEnd.recv()).toEqual({ child: 'for the child' });
+    await p.join(10_000);
+    expect(p.exitCode).toBe(0);
+  });
+
   it('a forked Process child uses an inherited connection and a connection sent to it', async () => {
     const [parentEnd, childEnd] = track(...Pipe());
     const [side1, side2] = track(...Pipe());
