@@ -298,16 +298,15 @@ export class Connection<T = unknown> {
   }
 
   #onEvent(ev: number): void {
-    if (ev < 0) {
-      const err = native.errnoError(-ev, 'poll');
-      const ops = this.#ops.splice(0);
-      for (const op of ops) op.reject(err);
-      this.#wakePollers();
-      this.#updateWatch();
-      return;
-    }
     this.#wakePollers();
-    this.#pump();
+    this.#pump(); // a read surfaces the real condition (data, EOF, ECONNRESET...)
+    if (ev < 0 && this.#ops.length > 0) {
+      // libuv stopped polling after an error-only wake-up (it reports POLLERR as EBADF) and
+      // the read found nothing to say: fail the pending reads rather than wait forever.
+      this.#watching = 0;
+      const err = native.errnoError(-ev, 'poll');
+      for (const op of this.#ops.splice(0)) op.reject(err);
+    }
   }
 
   #wakePollers(): void {
@@ -754,11 +753,12 @@ async function connectFd(family: Family, host: string, port: number): Promise<nu
     const [fd, inProgress] = r;
     if (!inProgress) return fd;
     try {
-      await new Promise<void>((resolve, reject) => {
-        const w = new native.Watcher(fd, (ev) => {
+      // libuv reports an error-only wake-up (POLLERR, e.g. connection refused) as EBADF: the
+      // real outcome is the socket's SO_ERROR, which socketConnectFinish throws.
+      await new Promise<void>((resolve) => {
+        const w = new native.Watcher(fd, () => {
           w.close();
-          if (ev < 0) reject(native.errnoError(-ev, 'connect'));
-          else resolve();
+          resolve();
         });
         w.start(WRITABLE);
       });

@@ -85,6 +85,14 @@ describe('Listener / Client', () => {
     await expect(Client(addr)).rejects.toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'connect' }));
   });
 
+  it('TCP connection refused and an unknown host are errors with stable codes', async () => {
+    const l = new Listener({ address: ['127.0.0.1', 0] });
+    const port = (l.address as [string, number])[1];
+    l.close();
+    await expect(Client(['127.0.0.1', port])).rejects.toThrow(expect.objectContaining({ code: 'ECONNREFUSED', syscall: 'connect' }));
+    await expect(Client(['no-such-host.invalid', 1])).rejects.toThrow(expect.objectContaining({ code: 'ENOTFOUND' }));
+  });
+
   it('authkey: matching keys (including the empty key) authenticate both ways', async () => {
     for (const key of ['secret', Buffer.from([0, 1, 2, 255]), '']) {
       const l = track(new Listener({ authkey: key }));
