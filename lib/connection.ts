@@ -303,6 +303,7 @@ export class Connection<T = unknown> {
     if (ev < 0 && this.#ops.length > 0) {
       // libuv stopped polling after an error-only wake-up (it reports POLLERR as EBADF) and
       // the read found nothing to say: fail the pending reads rather than wait forever.
+      this.#watcher?.stop();
       this.#watching = 0;
       const err = native.errnoError(-ev, 'poll');
       for (const op of this.#ops.splice(0)) op.reject(err);
