@@ -69,6 +69,7 @@ export class Connection<T = unknown> {
   #reader: NativeFrameReader | null = null;
   #watcher: NativeWatcher | null = null;
   #watching = 0;
+  #idle = false;
   #ops: ReadOp[] = [];
   #pollers = new Set<PollWaiter>();
   #closed = false;
@@ -122,6 +123,7 @@ export class Connection<T = unknown> {
     this.#ops = [];
     this.#pollers = new Set();
     this.#watching = 0;
+    this.#idle = false;
   }
 
   #getReader(): NativeFrameReader {
@@ -287,24 +289,47 @@ export class Connection<T = unknown> {
     this.#updateWatch();
   }
 
+  // The watcher stays armed (but unref'd: it does not keep the process alive) between reads,
+  // so a request/response loop does not pay epoll_ctl twice per message; it is stopped for
+  // real when it fires with nobody waiting.
   #updateWatch(): void {
-    const want = this.#ops.length > 0 || this.#pollers.size > 0 ? READABLE : 0;
-    if (want === this.#watching || this.#closed) return;
+    if (this.#closed) return;
+    const want = this.#ops.length > 0 || this.#pollers.size > 0;
     if (want) {
+      if (this.#watching === READABLE) {
+        if (this.#idle) {
+          this.#idle = false;
+          this.#watcher!.setRef(true);
+        }
+        return;
+      }
       this.#watcher ??= new native.Watcher(this.#fd, (ev) => this.#onEvent(ev));
-      this.#watcher.start(want);
-    } else this.#watcher?.stop();
-    this.#watching = want;
+      this.#watcher.start(READABLE);
+      this.#watching = READABLE;
+      this.#idle = false;
+    } else if (this.#watching === READABLE && !this.#idle) {
+      this.#idle = true;
+      this.#watcher!.setRef(false);
+    }
+  }
+
+  #stopWatch(): void {
+    this.#watcher?.stop();
+    this.#watching = 0;
+    this.#idle = false;
   }
 
   #onEvent(ev: number): void {
+    if (this.#ops.length === 0 && this.#pollers.size === 0) {
+      this.#stopWatch(); // readable with nobody waiting: disarm until the next read
+      return;
+    }
     this.#wakePollers();
     this.#pump(); // a read surfaces the real condition (data, EOF, ECONNRESET...)
     if (ev < 0 && this.#ops.length > 0) {
       // libuv stopped polling after an error-only wake-up (it reports POLLERR as EBADF) and
       // the read found nothing to say: fail the pending reads rather than wait forever.
-      this.#watcher?.stop();
-      this.#watching = 0;
+      this.#stopWatch();
       const err = native.errnoError(-ev, 'poll');
       for (const op of this.#ops.splice(0)) op.reject(err);
     }

@@ -150,6 +150,8 @@ export interface NativeFrameReader {
 export interface NativeWatcher {
   start(events: number): void;
   stop(): void;
+  /** false: a started watcher stops keeping the event loop alive. */
+  setRef(ref: boolean): void;
   close(): void;
 }
 

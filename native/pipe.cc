@@ -538,6 +538,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Watcher",
                        {InstanceMethod<&Watcher::Start>("start"), InstanceMethod<&Watcher::Stop>("stop"),
+                        InstanceMethod<&Watcher::SetRef>("setRef"),
                         InstanceMethod<&Watcher::CloseJs>("close")});
   }
 
@@ -594,14 +595,19 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     int ev = status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0) |
                                        ((events & UV_DISCONNECT) ? 1 : 0);
     const pid_t before = getpid();
-    w->cb_.MakeCallback(w->Value(), {Napi::Number::New(env, ev)}, w->ctx_);
+    napi_value argv[1] = {Napi::Number::New(env, ev)}, result;
+    // Raw napi_make_callback: node-addon-api's wrapper turns any failure into a throw, which is
+    // fatal when JS cannot run any more (an unref'd, still-armed watcher can fire in the last
+    // loop turns of environment teardown). Then there is nobody to tell: ignore it.
+    napi_status st = napi_make_callback(env, w->ctx_, w->Value(), w->cb_.Value(), 1, argv, &result);
     // The callback resolves promises whose continuations may fork(): a Process child then
     // unwinds this very call by V8 termination. That pending "exception" is the termination,
     // not an error: clear it and report nothing in the child (as the fork layer does). The
     // watcher object may already be gone in the child: touch nothing after the call.
-    if (env.IsExceptionPending()) {
-      Napi::Error e = env.GetAndClearPendingException();
-      if (getpid() == before) napi_fatal_exception(env, e.Value());
+    bool pending = false;
+    if (st != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value err;
+      if (napi_get_and_clear_last_exception(env, &err) == napi_ok && getpid() == before) napi_fatal_exception(env, err);
     }
   }
 
@@ -621,6 +627,16 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
       refd_ = true;
     }
     return env.Undefined();
+  }
+
+  // setRef(false): the started watcher no longer keeps the loop alive (an idle watcher kept
+  // armed between reads saves two epoll_ctl calls per message); setRef(true) undoes it.
+  Napi::Value SetRef(const Napi::CallbackInfo& info) {
+    if (h_ != nullptr) {
+      if (info[0].ToBoolean().Value()) uv_ref(reinterpret_cast<uv_handle_t*>(&h_->poll));
+      else uv_unref(reinterpret_cast<uv_handle_t*>(&h_->poll));
+    }
+    return info.Env().Undefined();
   }
 
   Napi::Value Stop(const Napi::CallbackInfo& info) {
