@@ -26,8 +26,14 @@ const PID_MASK = 0x3fffffff;
 const WAITERS = 0x40000000;
 /** How often a sleeper re-checks that a lock's owner is alive. */
 const OWNER_CHECK_MS = 100;
-/** Busy-wait rounds before sleeping on a contended lock (the holder usually runs on another core). */
-const SPIN = 200;
+/**
+ * Busy-wait rounds before sleeping on a contended lock: the holder usually runs on another core
+ * and a futex sleep + wake costs 10-20 µs. 2000 rounds are ~2 µs in optimized code and tens of µs
+ * while the caller still runs in V8's interpreter (whose critical sections are as much longer).
+ * Measured, Value += 1 under its lock from 2 processes, 20k/100k/500k ops each: 200 rounds gave
+ * 0.45/2.4/6 M ops/s, 2000 rounds 1.2/4.5/9 M ops/s.
+ */
+const SPIN = 2000;
 
 export interface AcquireOptions {
   /** false: do not wait at all. Default true. */
