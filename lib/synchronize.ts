@@ -23,6 +23,7 @@ import { kReduce } from './shared_memory';
 import { abortError, waitWord, waitWordSync, wakeWord } from './_wait';
 
 const PID_MASK = 0x3fffffff;
+const RESOLVED_TRUE: Promise<boolean> = Promise.resolve(true);
 const WAITERS = 0x40000000;
 /** How often a sleeper re-checks that a lock's owner is alive. */
 const OWNER_CHECK_MS = 100;
@@ -236,7 +237,17 @@ export class Lock implements CondLock {
     return true;
   }
 
-  async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+  acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+    // Uncontended and without options: no async machinery, one shared settled promise.
+    if (opts === undefined && Atomics.compareExchange(this.#w, 0, 0, currentPid) === 0) {
+      this.#ownerDied = false;
+      this.#held = true;
+      return RESOLVED_TRUE;
+    }
+    return this.#acquireAsync(opts);
+  }
+
+  async #acquireAsync(opts: AsyncAcquireOptions | undefined): Promise<boolean> {
     const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
@@ -336,7 +347,23 @@ export class RLock implements CondLock {
     return true;
   }
 
-  async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+  acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+    // Uncontended (or recursive) and without options: no async machinery.
+    if (opts === undefined) {
+      const pid = currentPid;
+      if (this.#ownPid === pid) {
+        this.#count++;
+        return RESOLVED_TRUE;
+      }
+      if (Atomics.compareExchange(this.#w, 0, 0, pid) === 0) {
+        this.#took(Got.Yes, pid);
+        return RESOLVED_TRUE;
+      }
+    }
+    return this.#acquireAsync(opts);
+  }
+
+  async #acquireAsync(opts: AsyncAcquireOptions | undefined): Promise<boolean> {
     const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
