@@ -72,6 +72,7 @@ export class Connection<T = unknown> {
   #ops: ReadOp[] = [];
   #pollers = new Set<PollWaiter>();
   #closed = false;
+  #pid = process.pid;
 
   constructor(fd: number, opts: ConnectionOptions = {}) {
     if (typeof fd !== 'number' || !Number.isInteger(fd)) throw invalidArgType('fd', 'an integer', fd);
@@ -106,10 +107,21 @@ export class Connection<T = unknown> {
   #checkReadable(): void {
     if (this.#closed) throw closedError();
     if (!this.#readable) throw new ValueError('connection is write-only', { code: 'ERR_MP_CONNECTION_WRITE_ONLY' });
+    this.#forkCheck();
   }
   #checkWritable(): void {
     if (this.#closed) throw closedError();
     if (!this.#writable) throw new ValueError('connection is read-only', { code: 'ERR_MP_CONNECTION_READ_ONLY' });
+  }
+
+  // In a forked child, reads and polls the parent had pending belong to the parent's (unwound)
+  // program: drop them unsettled rather than let them consume the child's messages.
+  #forkCheck(): void {
+    if (this.#pid === process.pid) return;
+    this.#pid = process.pid;
+    this.#ops = [];
+    this.#pollers = new Set();
+    this.#watching = 0;
   }
 
   #getReader(): NativeFrameReader {
@@ -550,6 +562,7 @@ export class Listener {
   #accepts: { resolve: (fd: number) => void; reject: (e: unknown) => void }[] = [];
   #closed = false;
   #pid = process.pid;
+  #acceptPid = process.pid;
   #lastAccepted: Address | null = null;
 
   constructor(opts: ListenerOptions = {}) {
@@ -644,6 +657,11 @@ export class Listener {
   }
 
   #acceptFd(): Promise<number> {
+    if (this.#acceptPid !== process.pid) {
+      // A forked child: accepts pending in the parent are the parent's.
+      this.#acceptPid = process.pid;
+      this.#accepts = [];
+    }
     if (this.#accepts.length === 0) {
       const fd = native.socketAccept(this.#fd);
       if (fd >= 0) return Promise.resolve(fd);

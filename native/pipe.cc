@@ -519,7 +519,8 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
 //  - uv_close is asynchronous: the uv handle lives in its own heap block that the close
 //    callback frees, so a GC'd or closed Watcher never leaves libuv with a dangling pointer.
 //  - A forked child inherits started handles (uv_loop_fork re-arms them): a watcher fires
-//    only in the process that created it, so a child never consumes the parent's messages.
+//    only in the process that last started it, so a child never consumes the parent's
+//    messages for a read the parent had pending; the child's own start() takes it over.
 //  - libuv allows one poll handle per fd and loop: JS gives each Connection one Watcher and
 //    dup()s raw descriptors before watching them.
 class Watcher : public Napi::ObjectWrap<Watcher> {
@@ -594,6 +595,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     if (h_ == nullptr) return ThrowCode(env, "ERR_MP_CLOSED", "watcher is closed");
     int want = info[0].As<Napi::Number>().Int32Value();
     int ev = ((want & 1) ? UV_READABLE | UV_DISCONNECT : 0) | ((want & 2) ? UV_WRITABLE : 0);
+    pid_ = getpid();  // a forked child that starts an inherited watcher now owns it
     int r = uv_poll_start(&h_->poll, ev, OnPoll);
     if (r < 0) return ThrowErrno(env, -r, "uv_poll_start");
     if (!refd_) {
