@@ -38,6 +38,7 @@
 #include "addon.h"
 #include "errors.h"
 #include "fd.h"
+#include "fork.h"
 
 namespace mp {
 
@@ -584,10 +585,8 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     int ev = status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0) |
                                        ((events & UV_DISCONNECT) ? 1 : 0);
     w->cb_.MakeCallback(w->Value(), {Napi::Number::New(env, ev)}, w->ctx_);
-    if (env.IsExceptionPending()) {
-      Napi::Error e = env.GetAndClearPendingException();
-      napi_fatal_exception(env, e.Value());
-    }
+    // A Process child forked inside this callback unwinds it by termination: not an error.
+    ReportCallbackFailure(env);
   }
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
