@@ -38,6 +38,7 @@
 #include "addon.h"
 #include "errors.h"
 #include "fd.h"
+#include "fork.h"
 
 namespace mp {
 
@@ -594,21 +595,14 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     Napi::HandleScope scope(env);
     int ev = status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0) |
                                        ((events & UV_DISCONNECT) ? 1 : 0);
-    const pid_t before = getpid();
     napi_value argv[1] = {Napi::Number::New(env, ev)}, result;
     // Raw napi_make_callback: node-addon-api's wrapper turns any failure into a throw, which is
     // fatal when JS cannot run any more (an unref'd, still-armed watcher can fire in the last
-    // loop turns of environment teardown). Then there is nobody to tell: ignore it.
+    // loop turns of environment teardown; then nothing is pending and nothing is reported).
     napi_status st = napi_make_callback(env, w->ctx_, w->Value(), w->cb_.Value(), 1, argv, &result);
-    // The callback resolves promises whose continuations may fork(): a Process child then
-    // unwinds this very call by V8 termination. That pending "exception" is the termination,
-    // not an error: clear it and report nothing in the child (as the fork layer does). The
-    // watcher object may already be gone in the child: touch nothing after the call.
-    bool pending = false;
-    if (st != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
-      napi_value err;
-      if (napi_get_and_clear_last_exception(env, &err) == napi_ok && getpid() == before) napi_fatal_exception(env, err);
-    }
+    // A Process child forked inside this callback unwinds it by termination: not an error.
+    // The watcher object may already be gone in the child: touch nothing after the call.
+    if (st != napi_ok) ReportCallbackFailure(env);
   }
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
