@@ -28,3 +28,5 @@ export { Pool, AsyncResult, defaultChunksize } from './pool';
 export type { PoolOptions, ApplyOptions, MapOptions, ImapOptions } from './pool';
 export { ProcessPoolExecutor, Future, asCompleted, wait, FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED } from './executor';
 export type { FutureState, ProcessPoolExecutorOptions, ExecutorMapOptions, ShutdownOptions, ReturnWhen } from './executor';
+export { Queue, JoinableQueue, SimpleQueue } from './queues';
+export type { PutOptions, GetOptions, QueueOptions } from './queues';

@@ -39,6 +39,8 @@ export function setPopenResolver(fn: (ctx: ProcessOptions['ctx']) => PopenFactor
 }
 
 const kMain = Symbol('multiproc.main');
+/** Was `p` started by this very process (not inherited through a raw posix.fork())? */
+let startedHere: (p: Process) => boolean;
 
 export class Process {
   #target: ((...args: unknown[]) => unknown) | null;
@@ -52,6 +54,10 @@ export class Process {
   #ctx: ProcessOptions['ctx'];
   /** Child side: the process a forked copy of this object now is. */
   #isCurrent = false;
+
+  static {
+    startedHere = (p) => p.#parentPid === native.getpid();
+  }
 
   constructor(options: ProcessOptions = {}) {
     if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
@@ -327,7 +333,8 @@ current = new Process({ [kMain]: true } as ProcessOptions);
 /** Reaps finished children (CPython's _cleanup). */
 function cleanup(): void {
   for (const c of [...children]) {
-    if (c.isAlive() === false) children.delete(c);
+    // A raw posix.fork() child inherits this set: those processes are not its children.
+    if (!startedHere(c) || !c.isAlive()) children.delete(c);
   }
 }
 

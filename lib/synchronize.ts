@@ -17,16 +17,24 @@
 import { inspect } from 'node:util';
 import { AssertionError, BrokenBarrierError, ValueError, invalidArgType } from './errors';
 import { allocate, attachBlock, blockRef, type Block, type BlockRef } from './heap';
+import { currentPid } from './_pid';
 import { native } from './native';
 import { kReduce } from './shared_memory';
 import { abortError, waitWord, waitWordSync, wakeWord } from './_wait';
 
 const PID_MASK = 0x3fffffff;
+const RESOLVED_TRUE: Promise<boolean> = Promise.resolve(true);
 const WAITERS = 0x40000000;
 /** How often a sleeper re-checks that a lock's owner is alive. */
 const OWNER_CHECK_MS = 100;
-/** Busy-wait rounds before sleeping on a contended lock (the holder usually runs on another core). */
-const SPIN = 200;
+/**
+ * Busy-wait rounds before sleeping on a contended lock: the holder usually runs on another core
+ * and a futex sleep + wake costs 10-20 µs. 2000 rounds are ~2 µs in optimized code and tens of µs
+ * while the caller still runs in V8's interpreter (whose critical sections are as much longer).
+ * Measured, Value += 1 under its lock from 2 processes, 20k/100k/500k ops each: 200 rounds gave
+ * 0.45/2.4/6 M ops/s, 2000 rounds 1.2/4.5/9 M ops/s.
+ */
+const SPIN = 2000;
 
 export interface AcquireOptions {
   /** false: do not wait at all. Default true. */
@@ -73,7 +81,7 @@ function remaining(deadline: number): number {
 
 function ownerDead(word: number): boolean {
   const owner = word & PID_MASK;
-  return owner !== 0 && owner !== process.pid && !native.pidAlive(owner);
+  return owner !== 0 && owner !== currentPid && !native.pidAlive(owner);
 }
 
 let rebuilding: Block | undefined;
@@ -200,6 +208,8 @@ export class Lock implements CondLock {
   #b: Block;
   #w: Int32Array;
   #ownerDied = false;
+  // Acquired through this object (so by this thread) and not released through it since.
+  #held = false;
 
   constructor() {
     const { b } = block(4);
@@ -213,28 +223,44 @@ export class Lock implements CondLock {
   }
 
   acquireSync(opts?: AcquireOptions): boolean {
-    const pid = process.pid;
+    const pid = currentPid;
     if (Atomics.compareExchange(this.#w, 0, 0, pid) === 0) {
       this.#ownerDied = false;
+      this.#held = true;
       return true;
     }
     const { block, deadline } = parseAcquire(opts);
     const got = block ? lockWordSync(this.#w, pid, deadline) : tryLockWord(this.#w, pid);
-    if (got !== Got.No) this.#ownerDied = got === Got.FromDeadOwner;
-    return got !== Got.No;
+    if (got === Got.No) return false;
+    this.#ownerDied = got === Got.FromDeadOwner;
+    this.#held = true;
+    return true;
   }
 
-  async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
-    const pid = process.pid;
+  acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+    // Uncontended and without options: no async machinery, one shared settled promise.
+    if (opts === undefined && Atomics.compareExchange(this.#w, 0, 0, currentPid) === 0) {
+      this.#ownerDied = false;
+      this.#held = true;
+      return RESOLVED_TRUE;
+    }
+    return this.#acquireAsync(opts);
+  }
+
+  async #acquireAsync(opts: AsyncAcquireOptions | undefined): Promise<boolean> {
+    const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
     let got = tryLockWord(this.#w, pid);
     if (got === Got.No && block) got = await lockWordAsync(this.#w, pid, deadline, signal);
-    if (got !== Got.No) this.#ownerDied = got === Got.FromDeadOwner;
-    return got !== Got.No;
+    if (got === Got.No) return false;
+    this.#ownerDied = got === Got.FromDeadOwner;
+    this.#held = true;
+    return true;
   }
 
   release(): void {
+    this.#held = false;
     const old = Atomics.exchange(this.#w, 0, 0);
     if (old === 0) throw new ValueError('semaphore or lock released too many times');
     if ((old & WAITERS) !== 0) wakeWord(this.#w, 0, 1);
@@ -245,8 +271,9 @@ export class Lock implements CondLock {
   }
 
   _isMine(): boolean {
-    // Python tracks the acquiring thread even for a plain Lock; the word says which process.
-    return (Atomics.load(this.#w, 0) & PID_MASK) === process.pid;
+    // CPython tracks the acquiring thread even for a plain Lock: acquired through this object
+    // (objects never cross threads) and the word still names this process.
+    return this.#held && (Atomics.load(this.#w, 0) & PID_MASK) === currentPid;
   }
   _releaseSave(): number {
     this.release();
@@ -303,7 +330,7 @@ export class RLock implements CondLock {
   }
 
   acquireSync(opts?: AcquireOptions): boolean {
-    const pid = process.pid;
+    const pid = currentPid;
     if (this.#ownPid === pid) {
       this.#count++;
       return true;
@@ -320,8 +347,24 @@ export class RLock implements CondLock {
     return true;
   }
 
-  async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
-    const pid = process.pid;
+  acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+    // Uncontended (or recursive) and without options: no async machinery.
+    if (opts === undefined) {
+      const pid = currentPid;
+      if (this.#ownPid === pid) {
+        this.#count++;
+        return RESOLVED_TRUE;
+      }
+      if (Atomics.compareExchange(this.#w, 0, 0, pid) === 0) {
+        this.#took(Got.Yes, pid);
+        return RESOLVED_TRUE;
+      }
+    }
+    return this.#acquireAsync(opts);
+  }
+
+  async #acquireAsync(opts: AsyncAcquireOptions | undefined): Promise<boolean> {
+    const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
     if (this.#ownPid === pid) {
@@ -336,7 +379,7 @@ export class RLock implements CondLock {
   }
 
   release(): void {
-    if (this.#ownPid !== process.pid) throw new AssertionError('attempt to release recursive lock not owned by thread');
+    if (this.#ownPid !== currentPid) throw new AssertionError('attempt to release recursive lock not owned by thread');
     if (--this.#count > 0) return;
     this.#ownPid = 0;
     unlockWord(this.#w);
@@ -348,14 +391,14 @@ export class RLock implements CondLock {
 
   /** Recursion depth held by the calling thread (0 if it does not own the lock). */
   get _count(): number {
-    return this.#ownPid === process.pid ? this.#count : 0;
+    return this.#ownPid === currentPid ? this.#count : 0;
   }
 
   _isMine(): boolean {
-    return this.#ownPid === process.pid;
+    return this.#ownPid === currentPid;
   }
   _releaseSave(): number {
-    if (this.#ownPid !== process.pid) throw new AssertionError('cannot release un-acquired lock');
+    if (this.#ownPid !== currentPid) throw new AssertionError('cannot release un-acquired lock');
     const count = this.#count;
     this.#count = 0;
     this.#ownPid = 0;
@@ -363,12 +406,12 @@ export class RLock implements CondLock {
     return count;
   }
   _acquireRestoreSync(count: number): void {
-    const pid = process.pid;
+    const pid = currentPid;
     const got = Atomics.compareExchange(this.#w, 0, 0, pid) === 0 ? Got.Yes : lockWordSync(this.#w, pid, Infinity);
     this.#took(got, pid, count);
   }
   async _acquireRestore(count: number): Promise<void> {
-    const pid = process.pid;
+    const pid = currentPid;
     let got = tryLockWord(this.#w, pid);
     if (got === Got.No) got = await lockWordAsync(this.#w, pid, Infinity, undefined);
     this.#took(got, pid, count);
@@ -463,7 +506,7 @@ export class Semaphore {
   }
 
   #acquired(recovered: boolean): true {
-    const slot = this.#mySlot(process.pid);
+    const slot = this.#mySlot(currentPid);
     if (slot >= 0) Atomics.add(this.#w, H0 + 2 * slot + 1, 1);
     this.#ownerDied = recovered;
     return true;
@@ -476,7 +519,7 @@ export class Semaphore {
     let back = 0;
     for (let i = 0; i < HOLDER_SLOTS; i++) {
       const p = Atomics.load(w, H0 + 2 * i);
-      if (p <= 0 || p === process.pid || native.pidAlive(p)) continue;
+      if (p <= 0 || p === currentPid || native.pidAlive(p)) continue;
       // Claim the entry (RECOVERING: nobody else can claim or reuse it), take its counts, free it.
       if (Atomics.compareExchange(w, H0 + 2 * i, p, RECOVERING) !== p) continue;
       back += Math.max(0, Atomics.exchange(w, H0 + 2 * i + 1, 0));
@@ -540,7 +583,7 @@ export class Semaphore {
     const max = Atomics.load(w, 2);
     if (max >= 0 && Atomics.load(w, 0) >= max) throw new ValueError('semaphore or lock released too many times');
     // Bookkeeping first: a count this process holds, or a release of someone else's count.
-    const slot = this.#mySlot(process.pid);
+    const slot = this.#mySlot(currentPid);
     let mine = false;
     if (slot >= 0) {
       const i = H0 + 2 * slot + 1;

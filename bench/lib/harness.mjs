@@ -307,17 +307,43 @@ function commandFor(spec, v, file, opts = {}) {
 let outSeq = 0;
 let liveGroup = 0; // process group of the sample running now (for Ctrl-C)
 
-/** Kill a sample's whole process group; true if anything was still in it. */
-function killGroup(pgid) {
+/** Is a process of group `pgid` still running? Zombies (already dead, waiting for init to reap
+ * them, as an orphaned CPython resource tracker can be) do not count. */
+function groupAlive(pgid) {
   try {
     process.kill(-pgid, 0);
   } catch {
     return false; // ESRCH: nothing left
   }
+  if (!fs.existsSync('/proc/self/stat')) return true; // no procfs (macOS): cannot tell zombies
+  for (const d of fs.readdirSync('/proc')) {
+    if (d.charCodeAt(0) < 48 || d.charCodeAt(0) > 57) continue;
+    let st;
+    try {
+      st = fs.readFileSync(`/proc/${d}/stat`, 'latin1');
+    } catch {
+      continue;
+    }
+    const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    if (Number(rest[2]) === pgid && rest[0] !== 'Z') return true;
+  }
+  return false;
+}
+
+/** Kill a sample's whole process group; true if anything was still in it. */
+function killGroup(pgid) {
+  if (!groupAlive(pgid)) return false;
   try {
     process.kill(-pgid, 'SIGKILL');
   } catch {}
   return true;
+}
+
+/** After a sample ended: give helpers that exit by themselves (CPython's resource tracker) a
+ * moment, then kill what is left; true if something had to be killed. */
+async function reapGroup(pgid) {
+  for (let i = 0; i < 20 && groupAlive(pgid); i++) await sleep(25);
+  return killGroup(pgid);
 }
 
 function onSignal(sig) {
@@ -348,10 +374,10 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
       timedOut = true;
       killGroup(child.pid);
     }, timeoutMs);
-    child.on('close', (code, signal) => {
+    child.on('close', async (code, signal) => {
       clearTimeout(timer);
+      const leftovers = await reapGroup(child.pid);
       liveGroup = 0;
-      const leftovers = killGroup(child.pid);
       const whole = externalLoad(s0, cpuSample());
       let res;
       try {
@@ -361,7 +387,7 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
       }
       fs.rmSync(out, { force: true });
       if (res && code === 0) {
-        if (leftovers) res.notes = [...(res.notes ?? []), 'the sample left processes running after it ended (killed)'];
+        if (leftovers) res.notes = [...(res.notes ?? []), 'the sample left processes running 0.5 s after it ended (killed)'];
         resolve({ ...res, whole });
         return;
       }

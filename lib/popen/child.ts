@@ -8,6 +8,7 @@
 import { createHook, executionAsyncResource, type AsyncHook } from 'node:async_hooks';
 import * as fs from 'node:fs';
 
+import { refreshPid } from '../_pid';
 import { native } from '../native';
 
 // ---- timers and immediates: ownership by process
@@ -100,6 +101,7 @@ export function afterForkInChild(parentPid: number): void {
   const pid = native.getpid();
   Object.defineProperty(process, 'pid', { value: pid, writable: false, configurable: true, enumerable: true });
   Object.defineProperty(process, 'ppid', { value: parentPid, writable: true, configurable: true, enumerable: true });
+  refreshPid(); // the locks' cached pid (lib/_pid.ts)
   const emit = process.emit;
   process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]): boolean {
     const r = (emit as (e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);

@@ -19,14 +19,7 @@ afterEach(async () => {
 
 /** Forks a child running `target(...args)`; reaped after the test in any case. */
 export function fork<A extends unknown[]>(target: (...args: A) => unknown, ...args: A): Process {
-  // The trailing timer wakes the child's loop once the target is done. Until the fork branch's
-  // "fall through after bootstrap" fix is in main, a child whose target finishes synchronously
-  // can otherwise sleep in epoll forever. TODO: drop once main has it.
-  const wrapped = async (...a: A): Promise<void> => {
-    await target(...a);
-    await new Promise((r) => setTimeout(r, 1));
-  };
-  const p = new Process({ target: wrapped as never, args });
+  const p = new Process({ target: target as never, args });
   p.start();
   started.push(p);
   return p;
