@@ -399,6 +399,7 @@ export class PoolCore {
   #idleWaiters: Array<() => void> = [];
   /** Cancels the pending refill (workers to fork on a later turn), if any. */
   #refill: (() => void) | null = null;
+  #refillTimer: NodeJS.Timeout | null = null;
   /** Workers in a row that died before finishing any task. */
   #quickDeaths = 0;
 
@@ -529,7 +530,8 @@ export class PoolCore {
     }
     const batches = w.batches.splice(0);
     w.sizes = [];
-    if (w.done === 0) this.#quickDeaths++;
+    // Died idle without ever finishing a task (a crashing initializer): respawns back off.
+    if (w.done === 0 && batches.length === 0) this.#quickDeaths++;
     const code = w.proc.exitCode;
     const how = code === null ? 'closed its pipe' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
     if (this.#opts.onLost === 'break') {
@@ -612,6 +614,7 @@ export class PoolCore {
       // the child at its first turn. So workers, the first ones too, start on the next turn.
       const refill = (): void => {
         this.#refill = null;
+        this.#refillTimer = null;
         if (this.#state === State.TERMINATE) return;
         try {
           while (this.#workers.length < this.#wanted()) this.#spawn();
@@ -630,9 +633,13 @@ export class PoolCore {
         this.#refill = () => clearImmediate(i);
       } else {
         const t = setTimeout(refill, Math.min(1000, 10 << Math.min(this.#quickDeaths, 10)));
+        // Keeps the program alive only while there is work for the workers to come.
         if (!this.#hasWork()) t.unref();
+        this.#refillTimer = t;
         this.#refill = () => clearTimeout(t);
       }
+    } else if (this.#refillTimer !== null && this.#hasWork()) {
+      this.#refillTimer.ref();
     }
     if (!this.#hasWork()) return;
     const n = this.#workers.length;
@@ -842,6 +849,7 @@ export class PoolCore {
   async #killAll(): Promise<void> {
     this.#refill?.();
     this.#refill = null;
+    this.#refillTimer = null;
     const ws = this.#workers.splice(0);
     for (const w of ws) {
       w.gone = true;

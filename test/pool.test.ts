@@ -457,6 +457,13 @@ describe('Pool', () => {
     expect(await waitUntil(() => pids.every(isDead), 2000)).toBe(true);
   });
 
+  it('tasks that kill their workers again and again: each fails, the replacements keep the program alive', async () => {
+    const r = await runFixture('pool-unclosed.js', ['deaths'], 20_000);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('lost 6');
+    expect(r.stdout).toContain('after 42');
+  });
+
   it('join() keeps the program alive until the workers have exited', async () => {
     const r = await runFixture('pool-unclosed.js', ['join'], 20_000);
     expect(r.code).toBe(0);
