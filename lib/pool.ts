@@ -521,9 +521,10 @@ export class PoolCore {
     if (i >= 0) this.#workers.splice(i, 1);
     parentEnds.delete(w.fd);
     w.conn.close();
-    if (w.proc.exitCode === null) {
+    const code = w.proc.exitCode;
+    if (code === null) {
       try {
-        w.proc.kill();
+        w.proc.kill(); // alive but closed its pipe: of no more use
       } catch {
         // gone
       }
@@ -532,7 +533,6 @@ export class PoolCore {
     w.sizes = [];
     // Died idle without ever finishing a task (a crashing initializer): respawns back off.
     if (w.done === 0 && batches.length === 0) this.#quickDeaths++;
-    const code = w.proc.exitCode;
     const how = code === null ? 'closed its pipe' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
     if (this.#opts.onLost === 'break') {
       const err = this.#opts.brokenError?.() ?? new WorkerLostError(`pool worker pid ${w.pid} ${how}`);
