@@ -210,6 +210,7 @@ async function workerMain(conn: Connection, initializer: AnyFn | null, initargs:
   for (;;) {
     let msg: unknown;
     try {
+      if (sync) spinUntilReadable(conn);
       msg = sync ? conn.recvSync() : await conn.recv();
     } catch {
       break; // EOF: the parent is gone or closed our pipe
@@ -276,6 +277,18 @@ function runChunk(fn: (...a: unknown[]) => unknown, kind: number, payload: unkno
     if (isThenable(v)) return j;
   }
   return n;
+}
+
+/**
+ * A worker that just answered polls its pipe for a few tens of microseconds before it sleeps:
+ * the next task of a caller that awaits each result (apply in a loop) then arrives while it is
+ * still on CPU, which saves a wake-up from an idle CPU (tens of microseconds on an idle machine).
+ */
+const SPIN_NS = 50_000n;
+
+function spinUntilReadable(conn: Connection): void {
+  const end = process.hrtime.bigint() + SPIN_NS;
+  while (!conn.pollSync(0)) if (process.hrtime.bigint() >= end) return;
 }
 
 function sendResults(fd: number, out: unknown[]): void {
