@@ -194,6 +194,24 @@ describe('ProcessPoolExecutor', () => {
     await ex.shutdown(); // idempotent
   });
 
+  it('map takes an async iterable; bad arguments get stable codes', async () => {
+    const ex = makeExecutor({ maxWorkers: 2 });
+    async function* gen(): AsyncGenerator<number> {
+      for (let i = 0; i < 50; i++) {
+        if (i % 10 === 0) await new Promise((r) => setTimeout(r, 1));
+        yield i;
+      }
+    }
+    const out: number[] = [];
+    for await (const v of ex.map((x: number) => x * x, gen(), { chunksize: 4 })) out.push(v);
+    expect(out).toEqual(Array.from({ length: 50 }, (_, i) => i * i));
+    expect(() => ex.submit(42 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => ex.map((x: number) => x, 7 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => ex.map((x: number) => x, [1], { chunksize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_MP_BAD_CHUNKSIZE' }));
+    await expect(wait([], { returnWhen: 'SOMETIMES' as never })).rejects.toThrow(expect.objectContaining({ code: 'ERR_MP_BAD_RETURN_WHEN' }));
+    expect(() => new ProcessPoolExecutor({ maxWorkers: 0 })).toThrow(expect.objectContaining({ code: 'ERR_MP_BAD_PROCESS_COUNT' }));
+  });
+
   it('initializer and maxTasksPerChild', async () => {
     const state = { v: 0 };
     const ex = makeExecutor({
