@@ -32,6 +32,7 @@
 #include <node.h>
 #include <v8.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <unordered_set>
@@ -150,15 +151,45 @@ void RepairPlatformQueue(const PlatformQueue&) {}
 
 // Threads, other than the calling thread, that sit in epoll_wait: Node's delayed-task scheduler
 // is one; every worker_threads Worker (idle) and the inspector's I/O thread add one each.
-int CountLoopThreads() {
+//
+// The census reads one /proc/self/task/<tid>/syscall file per thread (3 syscalls each, ~100 µs
+// per start with Node's 6 threads). Its answer can only change when a thread starts (a Worker,
+// the inspector): thread ids are not reused while the thread lives, and a thread that starts
+// shows up as a new id. So the result is cached with the sorted list of thread ids it was taken
+// over, and re-taken only when one directory listing (~15 µs) shows a different list. (A thread
+// that was busy, not in epoll_wait, at the census and idles later is missed either way: the
+// census is a backstop for Workers created before the library loaded; live Workers are counted
+// in JS, lib/forksafe.ts.)
+struct LoopCensus {
+  std::vector<long> tids;  // sorted, without the calling thread
+  int loopThreads = -1;
+};
+
 #ifdef __linux__
-  long self = syscall(SYS_gettid);
-  int n = 0;
+static bool ListTasks(long self, std::vector<long>* out) {
+  std::vector<long>& tids = *out;
   DIR* d = opendir("/proc/self/task");
-  if (d == nullptr) return -1;
+  if (d == nullptr) return false;
   while (struct dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.' || atol(e->d_name) == self) continue;
-    std::string path = std::string("/proc/self/task/") + e->d_name + "/syscall";
+    if (e->d_name[0] == '.') continue;
+    long tid = atol(e->d_name);
+    if (tid != self) tids.push_back(tid);
+  }
+  closedir(d);
+  std::sort(tids.begin(), tids.end());
+  return true;
+}
+#endif
+
+int CountLoopThreads(LoopCensus* cache) {
+#ifdef __linux__
+  const long self = syscall(SYS_gettid);
+  std::vector<long> tids;
+  if (!ListTasks(self, &tids)) return -1;
+  if (cache->loopThreads >= 0 && tids == cache->tids) return cache->loopThreads;
+  int n = 0;
+  for (long tid : tids) {
+    std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
     std::string sc = ReadSmallFile(path.c_str());
     long nr = -1;
     if (sscanf(sc.c_str(), "%ld", &nr) != 1) continue;
@@ -172,9 +203,11 @@ int CountLoopThreads() {
     if (nr == SYS_epoll_pwait2) n++;
 #endif
   }
-  closedir(d);
+  cache->tids = std::move(tids);
+  cache->loopThreads = n;
   return n;
 #else
+  (void)cache;
   return -1;
 #endif
 }
@@ -215,6 +248,7 @@ struct ForkState : ModuleState {
   bool queueLocated = false;
   std::string queueProblem = "not probed";
   PlatformQueue queue;
+  LoopCensus census;  // a forked child inherits it: its own thread list differs, so it re-counts
   ChildWatch* child = nullptr;  // set in a detached Process child; lives until _exit
 };
 
@@ -255,7 +289,7 @@ static Napi::Value Probe(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("queue", Napi::Boolean::New(env, st->queueLocated));
   o.Set("queueProblem", Napi::String::New(env, st->queueProblem));
-  o.Set("loopThreads", Napi::Number::New(env, CountLoopThreads()));
+  o.Set("loopThreads", Napi::Number::New(env, CountLoopThreads(&st->census)));
   return o;
 }
 

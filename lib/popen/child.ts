@@ -123,11 +123,15 @@ const PARENT_EVENTS = [
   'disconnect',
 ];
 
+// A regular expression is compiled at its first exec: done once in the parent
+// (prepareChildSupport), not again in every child.
+const SIGNAL_EVENT = /^SIG[A-Z0-9]+$/;
+
 /** Listeners the parent installed must not fire in the child. */
 function dropParentListeners(): void {
   for (const ev of process.eventNames()) {
     if (typeof ev !== 'string') continue;
-    if (PARENT_EVENTS.includes(ev) || /^SIG[A-Z0-9]+$/.test(ev)) process.removeAllListeners(ev);
+    if (PARENT_EVENTS.includes(ev) || SIGNAL_EVENT.test(ev)) process.removeAllListeners(ev);
   }
   // Also the capture callback (domains, test runners) that would swallow the child's errors.
   if (process.hasUncaughtExceptionCaptureCallback()) process.setUncaughtExceptionCaptureCallback(null);
@@ -216,10 +220,18 @@ function exitChild(code?: number | string | null): never {
   return native.exit(exitCodeNow());
 }
 
-/** In the parent, before forking: what the child will need, made ready while it is cheap. */
+/**
+ * In the parent, before forking: what the child will need, made ready while it is cheap. Work
+ * done here once is inherited by every child; work left to the child is paid again in each one,
+ * and at a premium: its first writes to memory shared with the parent are copy-on-write faults.
+ */
+let childSupportReady = false;
 export function prepareChildSupport(): void {
+  if (childSupportReady) return;
+  childSupportReady = true;
   asyncWrap();
   muteParentTicks(0).disable();
+  SIGNAL_EVENT.test('SIGINT');
 }
 
 /**
