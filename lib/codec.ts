@@ -11,6 +11,8 @@
 //   8 array: u32 count + values            9 object: u32 count + (key string, value)*
 //  10 Buffer: u32 length + bytes          11 Uint8Array: u32 length + bytes
 
+import { native } from './native';
+
 const T_UNDEF = 0, T_NULL = 1, T_TRUE = 2, T_FALSE = 3, T_I32 = 4, T_F64 = 5, T_STR = 6, T_ASCII = 7;
 const T_ARR = 8, T_OBJ = 9, T_BUF = 10, T_U8 = 11;
 
@@ -292,7 +294,8 @@ export class Decoder {
         let b: Buffer;
         if (this.#copy) {
           b = Buffer.allocUnsafe(n);
-          b.set(u8.subarray(a, a + n));
+          if (n >= 256) native.copyBytes(b, 0, u8, a, n); // V8 copies out of shared memory byte-wise
+          else b.set(u8.subarray(a, a + n));
         } else b = u8.subarray(a, a + n);
         return t === T_BUF ? b : new Uint8Array(b.buffer, b.byteOffset, b.length);
       }

@@ -69,9 +69,11 @@ export class Connection<T = unknown> {
   #reader: NativeFrameReader | null = null;
   #watcher: NativeWatcher | null = null;
   #watching = 0;
+  #idle = false;
   #ops: ReadOp[] = [];
   #pollers = new Set<PollWaiter>();
   #closed = false;
+  #pid = process.pid;
 
   constructor(fd: number, opts: ConnectionOptions = {}) {
     if (typeof fd !== 'number' || !Number.isInteger(fd)) throw invalidArgType('fd', 'an integer', fd);
@@ -106,10 +108,22 @@ export class Connection<T = unknown> {
   #checkReadable(): void {
     if (this.#closed) throw closedError();
     if (!this.#readable) throw new ValueError('connection is write-only', { code: 'ERR_MP_CONNECTION_WRITE_ONLY' });
+    this.#forkCheck();
   }
   #checkWritable(): void {
     if (this.#closed) throw closedError();
     if (!this.#writable) throw new ValueError('connection is read-only', { code: 'ERR_MP_CONNECTION_READ_ONLY' });
+  }
+
+  // In a forked child, reads and polls the parent had pending belong to the parent's (unwound)
+  // program: drop them unsettled rather than let them consume the child's messages.
+  #forkCheck(): void {
+    if (this.#pid === process.pid) return;
+    this.#pid = process.pid;
+    this.#ops = [];
+    this.#pollers = new Set();
+    this.#watching = 0;
+    this.#idle = false;
   }
 
   #getReader(): NativeFrameReader {
@@ -275,27 +289,50 @@ export class Connection<T = unknown> {
     this.#updateWatch();
   }
 
+  // The watcher stays armed (but unref'd: it does not keep the process alive) between reads,
+  // so a request/response loop does not pay epoll_ctl twice per message; it is stopped for
+  // real when it fires with nobody waiting.
   #updateWatch(): void {
-    const want = this.#ops.length > 0 || this.#pollers.size > 0 ? READABLE : 0;
-    if (want === this.#watching || this.#closed) return;
+    if (this.#closed) return;
+    const want = this.#ops.length > 0 || this.#pollers.size > 0;
     if (want) {
+      if (this.#watching === READABLE) {
+        if (this.#idle) {
+          this.#idle = false;
+          this.#watcher!.setRef(true);
+        }
+        return;
+      }
       this.#watcher ??= new native.Watcher(this.#fd, (ev) => this.#onEvent(ev));
-      this.#watcher.start(want);
-    } else this.#watcher?.stop();
-    this.#watching = want;
+      this.#watcher.start(READABLE);
+      this.#watching = READABLE;
+      this.#idle = false;
+    } else if (this.#watching === READABLE && !this.#idle) {
+      this.#idle = true;
+      this.#watcher!.setRef(false);
+    }
+  }
+
+  #stopWatch(): void {
+    this.#watcher?.stop();
+    this.#watching = 0;
+    this.#idle = false;
   }
 
   #onEvent(ev: number): void {
-    if (ev < 0) {
-      const err = native.errnoError(-ev, 'poll');
-      const ops = this.#ops.splice(0);
-      for (const op of ops) op.reject(err);
-      this.#wakePollers();
-      this.#updateWatch();
+    if (this.#ops.length === 0 && this.#pollers.size === 0) {
+      this.#stopWatch(); // readable with nobody waiting: disarm until the next read
       return;
     }
     this.#wakePollers();
-    this.#pump();
+    this.#pump(); // a read surfaces the real condition (data, EOF, ECONNRESET...)
+    if (ev < 0 && this.#ops.length > 0) {
+      // libuv stopped polling after an error-only wake-up (it reports POLLERR as EBADF) and
+      // the read found nothing to say: fail the pending reads rather than wait forever.
+      this.#stopWatch();
+      const err = native.errnoError(-ev, 'poll');
+      for (const op of this.#ops.splice(0)) op.reject(err);
+    }
   }
 
   #wakePollers(): void {
@@ -550,6 +587,7 @@ export class Listener {
   #accepts: { resolve: (fd: number) => void; reject: (e: unknown) => void }[] = [];
   #closed = false;
   #pid = process.pid;
+  #acceptPid = process.pid;
   #lastAccepted: Address | null = null;
 
   constructor(opts: ListenerOptions = {}) {
@@ -644,6 +682,11 @@ export class Listener {
   }
 
   #acceptFd(): Promise<number> {
+    if (this.#acceptPid !== process.pid) {
+      // A forked child: accepts pending in the parent are the parent's.
+      this.#acceptPid = process.pid;
+      this.#accepts = [];
+    }
     if (this.#accepts.length === 0) {
       const fd = native.socketAccept(this.#fd);
       if (fd >= 0) return Promise.resolve(fd);
@@ -736,11 +779,12 @@ async function connectFd(family: Family, host: string, port: number): Promise<nu
     const [fd, inProgress] = r;
     if (!inProgress) return fd;
     try {
-      await new Promise<void>((resolve, reject) => {
-        const w = new native.Watcher(fd, (ev) => {
+      // libuv reports an error-only wake-up (POLLERR, e.g. connection refused) as EBADF: the
+      // real outcome is the socket's SO_ERROR, which socketConnectFinish throws.
+      await new Promise<void>((resolve) => {
+        const w = new native.Watcher(fd, () => {
           w.close();
-          if (ev < 0) reject(native.errnoError(-ev, 'connect'));
-          else resolve();
+          resolve();
         });
         w.start(WRITABLE);
       });

@@ -24,3 +24,5 @@ export {
   isMainProcess,
 } from './context';
 export type { StartMethod } from './context';
+export { Queue, JoinableQueue, SimpleQueue } from './queues';
+export type { PutOptions, GetOptions, QueueOptions } from './queues';

@@ -129,6 +129,8 @@ export interface NativePipe {
   socketConnectFinish(fd: number): void;
   socketName(fd: number): NativeSockAddr;
   socketShutdown(fd: number): void;
+  /** memmove between typed arrays' bytes (fast for SharedArrayBuffer memory). */
+  copyBytes(dst: ArrayBufferView, dstOffset: number, src: ArrayBufferView, srcOffset: number, length: number): void;
 }
 
 export type NativeSockAddr =
@@ -148,6 +150,8 @@ export interface NativeFrameReader {
 export interface NativeWatcher {
   start(events: number): void;
   stop(): void;
+  /** false: a started watcher stops keeping the event loop alive. */
+  setRef(ref: boolean): void;
   close(): void;
 }
 

@@ -19,6 +19,8 @@ import * as v8 from 'node:v8';
 
 import { Decoder, Encoder } from './codec';
 import { ValueError } from './errors';
+import { native } from './native';
+import { kReduce } from './shared_memory';
 
 /** The method an object implements to be sent to another process. */
 export const reduceHandle: unique symbol = Symbol.for('multiproc.reduce') as never;
@@ -56,6 +58,14 @@ export function registerRebuilder<S>(type: string, fn: (state: S, ctx: RebuildCo
 export function isReducible(v: unknown): v is Reducible {
   return typeof v === 'object' && v !== null && typeof (v as Partial<Reducible>)[reduceHandle] === 'function';
 }
+
+/** Handles of synchronize.ts / shared_memory.ts / sharedctypes.ts describe themselves by `[kReduce]()`. */
+function isDescribable(v: unknown): v is { [kReduce](): { type: string } } {
+  return typeof v === 'object' && v !== null && typeof (v as { [kReduce]?: unknown })[kReduce] === 'function';
+}
+
+/** The reduced type under which `[kReduce]()` descriptions travel (rebuilt by queues.ts). */
+export const DESCRIBED = 'multiproc.described';
 
 export const TAG_FAST = 1;
 export const TAG_V8 = 2;
@@ -118,7 +128,12 @@ export function decodeMessage(buf: Buffer, dv: DataView, start: number, end: num
   if (tag === TAG_V8 || tag === TAG_HANDLES) {
     // v8.deserialize returns Buffers that alias its input: give it private bytes when the
     // input is transient.
-    const body = copy ? Buffer.from(buf.subarray(start + 1, end)) : buf.subarray(start + 1, end);
+    let body = buf.subarray(start + 1, end);
+    if (copy) {
+      const own = Buffer.allocUnsafe(body.length);
+      native.copyBytes(own, 0, body, 0, body.length); // memcpy out of shared memory
+      body = own;
+    }
     const v = v8.deserialize(body);
     if (tag === TAG_V8) return v;
     const { v: inner, h } = v as { v: unknown; h: Reduced[] };
@@ -148,7 +163,7 @@ function hasHandle(v: unknown, seen: Set<object>): boolean {
   if (typeof v !== 'object' || v === null) return false;
   if (seen.has(v)) return false;
   seen.add(v);
-  if (isReducible(v)) return true;
+  if (isReducible(v) || isDescribable(v)) return true;
   if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof Date || v instanceof RegExp) return false;
   if (v instanceof Map) {
     for (const [k, x] of v) if (hasHandle(k, seen) || hasHandle(x, seen)) return true;
@@ -166,8 +181,8 @@ function substitute(v: unknown, out: Reduced[], ctx: ReduceContext, memo: Map<ob
   if (typeof v !== 'object' || v === null) return v;
   const m = memo.get(v);
   if (m !== undefined) return m;
-  if (isReducible(v)) {
-    const r = v[reduceHandle](ctx);
+  if (isReducible(v) || isDescribable(v)) {
+    const r = isReducible(v) ? v[reduceHandle](ctx) : { type: DESCRIBED, state: v[kReduce]() };
     out.push(r);
     const ph = { [PLACEHOLDER]: out.length - 1 };
     memo.set(v, ph);

@@ -26,8 +26,19 @@ export interface Segment {
   readonly sab: SharedArrayBuffer;
 }
 
+// Random bytes are fetched 512 at a time (one crypto call per 64 names). The pool belongs to the
+// process that filled it: a forked child must never reuse its parent's upcoming names.
+let pool = Buffer.alloc(0);
+let poolAt = 0;
+let poolPid = 0;
 export function randomName(): string {
-  return NAME_PREFIX + randomBytes(8).toString('hex');
+  if (poolPid !== process.pid || poolAt + 8 > pool.length) {
+    pool = randomBytes(512);
+    poolAt = 0;
+    poolPid = process.pid;
+  }
+  poolAt += 8;
+  return NAME_PREFIX + pool.toString('hex', poolAt - 8, poolAt);
 }
 
 function toPosixName(name: string): string {

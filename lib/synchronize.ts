@@ -23,11 +23,18 @@ import { kReduce } from './shared_memory';
 import { abortError, waitWord, waitWordSync, wakeWord } from './_wait';
 
 const PID_MASK = 0x3fffffff;
+const RESOLVED_TRUE: Promise<boolean> = Promise.resolve(true);
 const WAITERS = 0x40000000;
 /** How often a sleeper re-checks that a lock's owner is alive. */
 const OWNER_CHECK_MS = 100;
-/** Busy-wait rounds before sleeping on a contended lock (the holder usually runs on another core). */
-const SPIN = 200;
+/**
+ * Busy-wait rounds before sleeping on a contended lock: the holder usually runs on another core
+ * and a futex sleep + wake costs 10-20 µs. 2000 rounds are ~2 µs in optimized code and tens of µs
+ * while the caller still runs in V8's interpreter (whose critical sections are as much longer).
+ * Measured, Value += 1 under its lock from 2 processes, 20k/100k/500k ops each: 200 rounds gave
+ * 0.45/2.4/6 M ops/s, 2000 rounds 1.2/4.5/9 M ops/s.
+ */
+const SPIN = 2000;
 
 export interface AcquireOptions {
   /** false: do not wait at all. Default true. */
@@ -230,7 +237,17 @@ export class Lock implements CondLock {
     return true;
   }
 
-  async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+  acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+    // Uncontended and without options: no async machinery, one shared settled promise.
+    if (opts === undefined && Atomics.compareExchange(this.#w, 0, 0, currentPid) === 0) {
+      this.#ownerDied = false;
+      this.#held = true;
+      return RESOLVED_TRUE;
+    }
+    return this.#acquireAsync(opts);
+  }
+
+  async #acquireAsync(opts: AsyncAcquireOptions | undefined): Promise<boolean> {
     const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);
@@ -330,7 +347,23 @@ export class RLock implements CondLock {
     return true;
   }
 
-  async acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+  acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
+    // Uncontended (or recursive) and without options: no async machinery.
+    if (opts === undefined) {
+      const pid = currentPid;
+      if (this.#ownPid === pid) {
+        this.#count++;
+        return RESOLVED_TRUE;
+      }
+      if (Atomics.compareExchange(this.#w, 0, 0, pid) === 0) {
+        this.#took(Got.Yes, pid);
+        return RESOLVED_TRUE;
+      }
+    }
+    return this.#acquireAsync(opts);
+  }
+
+  async #acquireAsync(opts: AsyncAcquireOptions | undefined): Promise<boolean> {
     const pid = currentPid;
     const { block, deadline, signal } = parseAcquire(opts);
     if (signal?.aborted) throw abortError(signal);

@@ -409,6 +409,14 @@ bool ChildIsUnwinding(Napi::Env env) {
   return st != nullptr && st->child != nullptr && !st->child->started;
 }
 
+void ReportCallbackFailure(Napi::Env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return;
+  napi_value err;
+  napi_get_and_clear_last_exception(env, &err);
+  if (!ChildIsUnwinding(env)) napi_fatal_exception(env, err);
+}
+
 // Is there child-created work left that the loop knows about (handles, requests, callbacks)?
 static bool LoopHasChildWork(ChildWatch* w) {
   uv_loop_t* loop = w->loop;
@@ -448,14 +456,8 @@ static bool CallJs(ChildWatch* w, napi_ref ref, int arg, bool* result) {
   napi_status s = napi_make_callback(env, w->context, global, fn, 1, &argv, &ret);
   bool ok = s == napi_ok;
   if (!ok) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      // A grandchild forked inside this call is unwinding its copy of our stack: not an error.
-      if (!ChildIsUnwinding(Napi::Env(env))) napi_fatal_exception(env, err);
-    }
+    // A grandchild forked inside this call is unwinding its copy of our stack: not an error.
+    ReportCallbackFailure(Napi::Env(env));
   } else if (result != nullptr) {
     bool b = false;
     napi_get_value_bool(env, ret, &b);

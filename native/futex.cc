@@ -58,6 +58,7 @@ constexpr size_t kWaitvMax = 128;            // FUTEX_WAITV_MAX
 
 #include "addon.h"
 #include "errors.h"
+#include "fork.h"
 #include "fd.h"
 
 #if defined(__APPLE__)
@@ -334,16 +335,11 @@ struct Waiter : public ModuleState {
     for (size_t i = 0; i < ids.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(e, ids[i]));
     napi_value fn, recv = e.Global(), argv[1] = {arr}, result;
     napi_get_reference_value(env, callback, &fn);
-    const pid_t before = owner_pid;
     napi_status st = napi_make_callback(env, async_ctx, recv, fn, 1, argv, &result);
     // The callback resolves promises, and their continuations may fork(): a Process child then
     // unwinds this very call by V8 termination (the pending "exception" is that termination, not
-    // an error): clear it as the fork layer's own callbacks do, report nothing, touch nothing.
-    if (st == napi_pending_exception) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      if (::getpid() == before) napi_fatal_exception(env, err);
-    }
+    // an error), which ReportCallbackFailure drops.
+    if (st != napi_ok) ReportCallbackFailure(Napi::Env(env));
   }
 
   static void OnClose(uv_handle_t* h) {

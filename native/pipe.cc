@@ -38,6 +38,7 @@
 #include "addon.h"
 #include "errors.h"
 #include "fd.h"
+#include "fork.h"
 
 namespace mp {
 
@@ -51,6 +52,14 @@ static bool SetNonBlock(int fd, bool on) {
   if (flags < 0) return false;
   int want = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
   return want == flags || fcntl(fd, F_SETFL, want) == 0;
+}
+
+// The bytes of a typed array, also when it views a SharedArrayBuffer (TypedArray::ArrayBuffer()
+// cannot describe those; napi_get_typedarray_info gives the data pointer for both).
+static char* TypedData(Napi::TypedArray t) {
+  void* data = nullptr;
+  if (napi_get_typedarray_info(t.Env(), t, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) return nullptr;
+  return static_cast<char*>(data);
 }
 
 static int FdArg(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
@@ -266,8 +275,7 @@ static Napi::Value SendFrame(const Napi::CallbackInfo& info) {
   uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     Napi::TypedArray t = chunks.Get(i).As<Napi::TypedArray>();
-    Napi::ArrayBuffer ab = t.ArrayBuffer();
-    iov[i + 1].iov_base = static_cast<char*>(ab.Data()) + t.ByteOffset();
+    iov[i + 1].iov_base = TypedData(t);
     iov[i + 1].iov_len = t.ByteLength();
     total += t.ByteLength();
   }
@@ -319,9 +327,11 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     hdrGot_ = 0, hdrNeed_ = 4, haveLen_ = false, got_ = 0;
   }
 
-  // One non-blocking read of at most n bytes into p. Returns bytes read, 0 at EOF, -1 with
-  // errno (EAGAIN when nothing is there now).
-  ssize_t ReadSome(char* p, size_t n) {
+  // One read of at most n bytes into p. Returns bytes read, 0 at EOF, -1 with errno (EAGAIN
+  // when nothing is there now). Non-blocking unless `block` (a Sync read without timeout: one
+  // blocking recvmsg/read instead of recvmsg + poll + recvmsg; on a descriptor someone made
+  // O_NONBLOCK it still returns EAGAIN and the caller polls).
+  ssize_t ReadSome(char* p, size_t n, bool block) {
     if (sock_) {
       struct iovec iov = {p, n};
       struct msghdr msg;
@@ -331,7 +341,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
       msg.msg_iovlen = 1;
       msg.msg_control = cbuf;
       msg.msg_controllen = sizeof cbuf;
-      int flags = MSG_DONTWAIT;
+      int flags = block ? 0 : MSG_DONTWAIT;
 #ifdef MSG_CMSG_CLOEXEC
       flags |= MSG_CMSG_CLOEXEC;
 #endif
@@ -360,6 +370,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     // with other processes, so read only what FIONREAD says is there. With nothing there, a
     // zero-timeout poll tells EOF (POLLHUP) from "nothing yet"; read() then returns 0 at EOF
     // or bytes that raced in, and cannot block in either case.
+    if (block) return RetryEintr([&] { return read(fd_, p, n); });
     int avail = 0;
     if (ioctl(fd_, FIONREAD, &avail) < 0) return -1;
     if (avail <= 0) {
@@ -377,10 +388,10 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
   }
 
   // Advances the current frame as far as the data available now allows.
-  Step Advance(int64_t maxLength) {
+  Step Advance(int64_t maxLength, bool block = false) {
     for (;;) {
       if (!haveLen_) {
-        ssize_t r = ReadSome(reinterpret_cast<char*>(hdr_) + hdrGot_, hdrNeed_ - hdrGot_);
+        ssize_t r = ReadSome(reinterpret_cast<char*>(hdr_) + hdrGot_, hdrNeed_ - hdrGot_, block);
         if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? kAgain : kError;
         if (r == 0) {
           if (hdrGot_ == 0) return kEof;
@@ -418,7 +429,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
       if (!small_) small_.reset(new char[kSmall]);
       char* dst = len_ > kSmall ? big_ : small_.get();
       while (got_ < len_) {
-        ssize_t r = ReadSome(dst + got_, len_ - got_);
+        ssize_t r = ReadSome(dst + got_, len_ - got_, block);
         if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? kAgain : kError;
         if (r == 0) return kEof;  // peer closed mid-frame
         got_ += size_t(r);
@@ -472,7 +483,7 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
     int64_t maxLength = MaxLen(info, 1);
     int64_t deadline = timeout < 0 ? -1 : NowMs() + timeout;
     for (;;) {
-      Step s = Advance(maxLength);
+      Step s = Advance(maxLength, deadline < 0);
       if (s != kAgain) return Finish(env, s);
       int64_t left = deadline < 0 ? -1 : deadline - NowMs();
       if (deadline >= 0 && left <= 0) return env.Null();
@@ -519,7 +530,8 @@ class FrameReader : public Napi::ObjectWrap<FrameReader> {
 //  - uv_close is asynchronous: the uv handle lives in its own heap block that the close
 //    callback frees, so a GC'd or closed Watcher never leaves libuv with a dangling pointer.
 //  - A forked child inherits started handles (uv_loop_fork re-arms them): a watcher fires
-//    only in the process that created it, so a child never consumes the parent's messages.
+//    only in the process that last started it, so a child never consumes the parent's
+//    messages for a read the parent had pending; the child's own start() takes it over.
 //  - libuv allows one poll handle per fd and loop: JS gives each Connection one Watcher and
 //    dup()s raw descriptors before watching them.
 class Watcher : public Napi::ObjectWrap<Watcher> {
@@ -527,6 +539,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Watcher",
                        {InstanceMethod<&Watcher::Start>("start"), InstanceMethod<&Watcher::Stop>("stop"),
+                        InstanceMethod<&Watcher::SetRef>("setRef"),
                         InstanceMethod<&Watcher::CloseJs>("close")});
   }
 
@@ -582,11 +595,14 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     Napi::HandleScope scope(env);
     int ev = status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0) |
                                        ((events & UV_DISCONNECT) ? 1 : 0);
-    w->cb_.MakeCallback(w->Value(), {Napi::Number::New(env, ev)}, w->ctx_);
-    if (env.IsExceptionPending()) {
-      Napi::Error e = env.GetAndClearPendingException();
-      napi_fatal_exception(env, e.Value());
-    }
+    napi_value argv[1] = {Napi::Number::New(env, ev)}, result;
+    // Raw napi_make_callback: node-addon-api's wrapper turns any failure into a throw, which is
+    // fatal when JS cannot run any more (an unref'd, still-armed watcher can fire in the last
+    // loop turns of environment teardown; then nothing is pending and nothing is reported).
+    napi_status st = napi_make_callback(env, w->ctx_, w->Value(), w->cb_.Value(), 1, argv, &result);
+    // A Process child forked inside this callback unwinds it by termination: not an error.
+    // The watcher object may already be gone in the child: touch nothing after the call.
+    if (st != napi_ok) ReportCallbackFailure(env);
   }
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -594,13 +610,27 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     if (h_ == nullptr) return ThrowCode(env, "ERR_MP_CLOSED", "watcher is closed");
     int want = info[0].As<Napi::Number>().Int32Value();
     int ev = ((want & 1) ? UV_READABLE | UV_DISCONNECT : 0) | ((want & 2) ? UV_WRITABLE : 0);
+    pid_ = getpid();  // a forked child that starts an inherited watcher now owns it
     int r = uv_poll_start(&h_->poll, ev, OnPoll);
     if (r < 0) return ThrowErrno(env, -r, "uv_poll_start");
+    // A forked child's loop quieting unrefs inherited handles: a watcher started again in the
+    // child must keep the child alive while its read is pending.
+    uv_ref(reinterpret_cast<uv_handle_t*>(&h_->poll));
     if (!refd_) {
       Ref();
       refd_ = true;
     }
     return env.Undefined();
+  }
+
+  // setRef(false): the started watcher no longer keeps the loop alive (an idle watcher kept
+  // armed between reads saves two epoll_ctl calls per message); setRef(true) undoes it.
+  Napi::Value SetRef(const Napi::CallbackInfo& info) {
+    if (h_ != nullptr) {
+      if (info[0].ToBoolean().Value()) uv_ref(reinterpret_cast<uv_handle_t*>(&h_->poll));
+      else uv_unref(reinterpret_cast<uv_handle_t*>(&h_->poll));
+    }
+    return info.Env().Undefined();
   }
 
   Napi::Value Stop(const Napi::CallbackInfo& info) {
@@ -814,7 +844,28 @@ static Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// copyBytes(dst, dstOffset, src, srcOffset, length): memcpy between two typed arrays' bytes.
+// For rings in shared memory: V8 copies to or from a SharedArrayBuffer with relaxed atomic
+// stores, byte by byte when unaligned (~1 ms per MiB here); memcpy is 20x faster. Bounds are
+// checked by the caller (lib/queues.ts); they are re-checked here because a bad offset would
+// corrupt memory.
+static Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray d = info[0].As<Napi::TypedArray>(), s = info[2].As<Napi::TypedArray>();
+  int64_t doff = info[1].As<Napi::Number>().Int64Value(), soff = info[3].As<Napi::Number>().Int64Value();
+  int64_t n = info[4].As<Napi::Number>().Int64Value();
+  if (doff < 0 || soff < 0 || n < 0 || doff + n > int64_t(d.ByteLength()) || soff + n > int64_t(s.ByteLength()))
+    return ThrowCode(env, "ERR_OUT_OF_RANGE", "copyBytes: range out of bounds", false);
+  char* dp = TypedData(d);
+  const char* sp = TypedData(s);
+  if (n == 0) return env.Undefined();
+  if (dp == nullptr || sp == nullptr) return ThrowCode(env, "ERR_INVALID_ARG_TYPE", "copyBytes: not a typed array", true);
+  memmove(dp + doff, sp + soff, size_t(n));
+  return env.Undefined();
+}
+
 void InitPipe(Napi::Env env, Napi::Object exports) {
+  exports.Set("copyBytes", Napi::Function::New(env, CopyBytes, "copyBytes"));
   exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
   exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));

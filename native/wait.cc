@@ -139,13 +139,8 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
     napi_value global;
     napi_get_global(env, &global);
     napi_status s = napi_make_callback(env, *self->context_, global, self->callback_.Value(), 0, nullptr, nullptr);
-    bool pending = false;
-    if (s != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      // A Process child forked inside this callback unwinds it by termination: not an error.
-      if (!ChildIsUnwinding(Napi::Env(env))) napi_fatal_exception(env, err);
-    }
+    // A Process child forked inside this callback unwinds it by termination: not an error.
+    if (s != napi_ok) ReportCallbackFailure(Napi::Env(env));
   }
 
   void CloseHandle() {

@@ -70,15 +70,20 @@ describe('resource tracker', () => {
       const t0 = Date.now();
       while (fromChild[0] === 0 && Date.now() - t0 < 5000) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
       const childShm = Buffer.from(fromChild.buffer, fromChild.byteOffset, 64).toString().replace(/\\0+$/, '');
-      const segs = require('fs').readdirSync('/dev/shm').filter((n) => n.startsWith('mp-'));
+      // Exactly the segments this process created (other test runs may share /dev/shm).
+      const { kReduce } = require(${JSON.stringify(dist + '/shared_memory.js')});
+      const { describeRawArray } = require(${JSON.stringify(dist + '/sharedctypes.js')});
+      const segs = [...new Set([lock[kReduce]().block.segment, v[kReduce]().obj.block.segment, describeRawArray(big).block.segment])]
+        .map((n) => n.slice(1));
       console.log(JSON.stringify({ shm: shm.name, childShm, child: p.pid, tracker: tracker.trackerPid(), segs }));
       setInterval(() => {}, 1000);
     `);
     const names = [info.shm as string, info.childShm as string];
     expect(names[1]).toMatch(/^mp-/);
     for (const n of names) expect(onShm(n)).toBe(true);
-    const ours = (info.segs as string[]).filter((n) => onShm(n));
-    expect(ours.length).toBeGreaterThanOrEqual(3); // shm + arena + big array (+ child's)
+    const ours = info.segs as string[];
+    expect(ours.length).toBe(2); // the heap arena (Lock, Value) + the big array's own segment
+    for (const n of ours) expect(onShm(n)).toBe(true);
     const tracker = info.tracker as number;
     expect(alive(tracker)).toBe(true);
     process.kill(info.child as number, 'SIGKILL');

@@ -1,0 +1,510 @@
+// Queues shared by processes (CPython's multiprocessing.queues): Queue, JoinableQueue,
+// SimpleQueue, over a shared-memory ring buffer of serialized frames.
+//
+// Shared segment: a 64-byte header of 32-bit words, then a power-of-two ring of records.
+//   record = u32 length | u32 kind | payload | padding to 8 bytes
+//   kind 0: an item encoded by lib/reduction.ts; 1: a side-channel item (payload = the name of
+//   a shared-memory segment holding the encoded item: items larger than half the ring never
+//   wait for ring space that can never come); 2: padding to the end of the ring (wrap).
+// HEAD and TAIL are free-running byte counters (int32, wrapping); offset = counter & (cap - 1),
+// bytes in use = HEAD - TAIL.
+//
+// Concurrency and crashes. Producers serialize on a put Lock, consumers on a get Lock (both
+// from synchronize.ts: a lock whose holder dies is taken over by the next acquirer). Nobody ever
+// sleeps while holding one: a producer that finds no room, or a consumer that finds no item,
+// releases the lock and futex-waits on a sequence word (SPACE_SEQ / DATA_SEQ), so a lock is
+// held only for a copy. Each side publishes with a single atomic store (HEAD after the record
+// is written, TAIL after the item was copied out), so:
+//   - a producer killed mid-put leaves HEAD unchanged: its half-written record is invisible
+//     and is overwritten by the next put;
+//   - a consumer killed mid-get leaves TAIL unchanged: the item stays for the next consumer.
+//     It cannot be delivered twice: the dead consumer never returned it.
+// Wake-ups are batched: a side calls futex wake only if the other side registered a sleeper
+// (DATA_WAITERS / SPACE_WAITERS).
+import { inspect } from 'node:util';
+
+import { waitWord, waitWordSync, wakeWord } from './_wait';
+import { Empty, Full, ValueError, invalidArgType, invalidArgValue } from './errors';
+import { DESCRIBED, decodeMessage, encodeMessage, reduceHandle, registerRebuilder, type Reduced } from './reduction';
+import { attachSegment, createSegment, unlinkSegment, kReduce, SharedMemory, type Segment } from './shared_memory';
+import { rebuildShared } from './sharedctypes';
+import { native } from './native';
+import { Lock, rebuild, type SyncDescription } from './synchronize';
+
+const HEAD = 0;
+const TAIL = 1;
+const PUTS = 2;
+const GETS = 3;
+const DATA_SEQ = 4;
+const SPACE_SEQ = 5;
+const DATA_WAITERS = 6;
+const SPACE_WAITERS = 7;
+const UNFINISHED = 8;
+const JOIN_SEQ = 9;
+const HEADER = 64;
+
+const K_ITEM = 0;
+const K_SIDE = 1;
+const K_PAD = 2;
+
+const DEFAULT_CAPACITY = 4 * 1024 * 1024;
+
+export interface PutOptions {
+  block?: boolean;
+  /** Milliseconds; undefined waits forever. */
+  timeout?: number;
+}
+export type GetOptions = PutOptions;
+
+export interface QueueOptions {
+  /** Ring size in bytes (rounded up to a power of two, at least 64 KiB). Default 4 MiB. */
+  capacity?: number;
+}
+
+interface QueueState {
+  seg: string;
+  size: number;
+  cap: number;
+  maxsize: number;
+  putLock: ReturnType<Lock[typeof kReduce]>;
+  getLock: ReturnType<Lock[typeof kReduce]>;
+  kind: 'Queue' | 'JoinableQueue' | 'SimpleQueue';
+}
+
+function deadline(timeout: number | undefined): number {
+  return timeout === undefined ? Infinity : Date.now() + Math.max(0, timeout);
+}
+
+function checkOpts(opts: unknown): { block: boolean; timeout: number | undefined } {
+  if (opts === undefined) return { block: true, timeout: undefined };
+  if (typeof opts !== 'object' || opts === null) throw invalidArgType('options', 'an object', opts);
+  const { block = true, timeout } = opts as PutOptions;
+  if (typeof block !== 'boolean') throw invalidArgType('block', 'of type boolean', block);
+  if (timeout !== undefined && (typeof timeout !== 'number' || Number.isNaN(timeout))) throw invalidArgType('timeout', 'of type number', timeout);
+  return { block, timeout: timeout === Infinity ? undefined : timeout };
+}
+
+let ids = 0;
+
+/** A FIFO (per producer) queue shared by processes; items are anything v8.serialize accepts, plus handles. */
+export class Queue<T = unknown> {
+  #seg: Segment;
+  #w: Int32Array;
+  #buf: Buffer;
+  #dv: DataView;
+  #cap: number;
+  #mask: number;
+  #maxsize: number;
+  #putLock: Lock;
+  #getLock: Lock;
+  #closed = false;
+  #id = ++ids;
+  protected readonly kind: 'Queue' | 'JoinableQueue' | 'SimpleQueue' = 'Queue';
+
+  constructor(maxsize = 0, opts: QueueOptions = {}) {
+    const restored = restoring;
+    restoring = undefined;
+    if (restored) {
+      this.#seg = attachSegment(restored.seg, restored.size);
+      this.#cap = restored.cap;
+      this.#maxsize = restored.maxsize;
+      this.#putLock = rebuild(restored.putLock) as Lock;
+      this.#getLock = rebuild(restored.getLock) as Lock;
+    } else {
+      if (typeof maxsize !== 'number' || !Number.isInteger(maxsize)) throw invalidArgType('maxsize', 'an integer', maxsize);
+      const want = opts.capacity ?? DEFAULT_CAPACITY;
+      if (typeof want !== 'number' || !Number.isInteger(want) || want <= 0) throw invalidArgValue('capacity', want, 'must be a positive integer');
+      let cap = 64 * 1024;
+      while (cap < want) cap *= 2;
+      if (cap > 1 << 30) throw invalidArgValue('capacity', want, 'must be at most 1 GiB');
+      this.#cap = cap;
+      this.#maxsize = maxsize <= 0 ? 0 : maxsize;
+      this.#seg = createSegment(HEADER + cap);
+      this.#putLock = new Lock();
+      this.#getLock = new Lock();
+    }
+    this.#mask = this.#cap - 1;
+    this.#w = new Int32Array(this.#seg.sab, 0, HEADER / 4);
+    this.#buf = Buffer.from(this.#seg.sab, HEADER, this.#cap);
+    this.#dv = new DataView(this.#seg.sab, HEADER, this.#cap);
+    if (!restored) registerCreated(this);
+  }
+
+  /**
+   * At the creating process's exit (when the ring's name goes away too): unlinks the side
+   * segments of items nobody took, so nothing is left in /dev/shm.
+   */
+  _unlinkPendingSideItems(): void {
+    const w = this.#w;
+    let tail = Atomics.load(w, TAIL);
+    const head = Atomics.load(w, HEAD);
+    while (tail !== head) {
+      let off = tail & this.#mask;
+      if (this.#dv.getUint32(off + 4, true) === K_PAD) {
+        tail = (tail + (this.#cap - off)) | 0;
+        off = 0;
+        if (tail === head) break;
+      }
+      const len = this.#dv.getUint32(off, true);
+      if (this.#dv.getUint32(off + 4, true) === K_SIDE) {
+        try {
+          unlinkSegment(this.#buf.toString('latin1', off + 8, off + 8 + len));
+        } catch {
+          // taken meanwhile
+        }
+      }
+      tail = (tail + ((8 + len + 7) & ~7)) | 0;
+    }
+  }
+
+  // ---- put
+
+  putSync(item: T, opts?: PutOptions): void {
+    const { block, timeout } = checkOpts(opts);
+    this.#checkClosed();
+    const enc = this.#encode(item);
+    const end = deadline(timeout);
+    for (;;) {
+      const seq = Atomics.load(this.#w, SPACE_SEQ);
+      if (this.#tryPut(enc)) return;
+      if (!block) throw new Full();
+      const left = end - Date.now();
+      if (left <= 0) throw new Full();
+      Atomics.add(this.#w, SPACE_WAITERS, 1);
+      try {
+        waitWordSync(this.#w, SPACE_SEQ, seq, left === Infinity ? undefined : left);
+      } finally {
+        Atomics.sub(this.#w, SPACE_WAITERS, 1);
+      }
+    }
+  }
+
+  async put(item: T, opts?: PutOptions): Promise<void> {
+    const { block, timeout } = checkOpts(opts);
+    this.#checkClosed();
+    const enc = this.#encode(item);
+    if (this.#tryPut(enc)) return;
+    if (!block) throw new Full();
+    // We are going to wait: small chunks point into the encoder's shared scratch buffer, which
+    // the next encode reuses, so copy them; large chunks are the caller's own Buffers, kept by
+    // reference until the put completes (CPython also serializes a put item after put returns).
+    const own = { chunks: enc.chunks.map((c) => (c.length < 4096 ? Buffer.from(c) : c)), length: enc.length, side: enc.side };
+    const end = deadline(timeout);
+    for (;;) {
+      const seq = Atomics.load(this.#w, SPACE_SEQ);
+      if (this.#tryPut(own)) return;
+      const left = end - Date.now();
+      if (left <= 0) throw new Full();
+      Atomics.add(this.#w, SPACE_WAITERS, 1);
+      try {
+        await waitWord(this.#w, SPACE_SEQ, seq, { timeout: left === Infinity ? undefined : left });
+      } finally {
+        Atomics.sub(this.#w, SPACE_WAITERS, 1);
+      }
+      this.#checkClosed();
+    }
+  }
+
+  putNowait(item: T): void {
+    this.putSync(item, { block: false });
+  }
+
+  #encode(item: T): { chunks: Uint8Array[]; length: number; side: Segment | null } {
+    const { chunks, length } = encodeMessage(item, null);
+    if (8 + length <= this.#cap / 2) return { chunks, length, side: null };
+    // Side channel: the item goes into its own segment, the ring carries its name. Untracked:
+    // the consumer unlinks it (the producer may have exited by then).
+    const seg = createSegment(length, { track: false });
+    const b = Buffer.from(seg.sab, 0, length);
+    let off = 0;
+    for (const c of chunks) {
+      native.copyBytes(b, off, c, 0, c.length);
+      off += c.length;
+    }
+    const name = Buffer.from(seg.name);
+    return { chunks: [name], length: name.length, side: seg };
+  }
+
+  // One attempt under the put lock; false if there is no room (or the queue is at maxsize).
+  #tryPut(enc: { chunks: Uint8Array[]; length: number; side: Segment | null }): boolean {
+    const w = this.#w;
+    const need = (8 + enc.length + 7) & ~7;
+    this.#putLock.acquireSync();
+    try {
+      if (this.#maxsize > 0 && ((Atomics.load(w, PUTS) - Atomics.load(w, GETS)) | 0) >= this.#maxsize) return false;
+      const head = Atomics.load(w, HEAD);
+      const used = (head - Atomics.load(w, TAIL)) | 0;
+      let off = head & this.#mask;
+      const toEnd = this.#cap - off;
+      const pad = need > toEnd ? toEnd : 0;
+      if (used + pad + need > this.#cap) return false;
+      const dv = this.#dv;
+      if (pad > 0) {
+        dv.setUint32(off, 0, true);
+        dv.setUint32(off + 4, K_PAD, true);
+        off = 0;
+      }
+      dv.setUint32(off, enc.length, true);
+      dv.setUint32(off + 4, enc.side ? K_SIDE : K_ITEM, true);
+      let p = off + 8;
+      for (const c of enc.chunks) {
+        // V8 copies into shared memory byte-wise when unaligned: memcpy for anything sizable.
+        if (c.length >= 256) native.copyBytes(this.#buf, p, c, 0, c.length);
+        else this.#buf.set(c, p);
+        p += c.length;
+      }
+      if (this.kind === 'JoinableQueue') Atomics.add(w, UNFINISHED, 1);
+      // Publish: the one store that makes the record visible.
+      Atomics.store(w, HEAD, (head + pad + need) | 0);
+      Atomics.add(w, PUTS, 1);
+    } finally {
+      this.#putLock.release();
+    }
+    Atomics.add(w, DATA_SEQ, 1);
+    if (Atomics.load(w, DATA_WAITERS) > 0) wakeWord(w, DATA_SEQ);
+    return true;
+  }
+
+  // ---- get
+
+  getSync(opts?: GetOptions): T {
+    const { block, timeout } = checkOpts(opts);
+    this.#checkClosed();
+    const end = deadline(timeout);
+    for (;;) {
+      const seq = Atomics.load(this.#w, DATA_SEQ);
+      const r = this.#tryGet();
+      if (r !== NONE) return r as T;
+      if (!block) throw new Empty();
+      const left = end - Date.now();
+      if (left <= 0) throw new Empty();
+      Atomics.add(this.#w, DATA_WAITERS, 1);
+      try {
+        waitWordSync(this.#w, DATA_SEQ, seq, left === Infinity ? undefined : left);
+      } finally {
+        Atomics.sub(this.#w, DATA_WAITERS, 1);
+      }
+    }
+  }
+
+  async get(opts?: GetOptions): Promise<T> {
+    const { block, timeout } = checkOpts(opts);
+    this.#checkClosed();
+    const end = deadline(timeout);
+    for (;;) {
+      const seq = Atomics.load(this.#w, DATA_SEQ);
+      const r = this.#tryGet();
+      if (r !== NONE) return r as T;
+      if (!block) throw new Empty();
+      const left = end - Date.now();
+      if (left <= 0) throw new Empty();
+      Atomics.add(this.#w, DATA_WAITERS, 1);
+      try {
+        await waitWord(this.#w, DATA_SEQ, seq, { timeout: left === Infinity ? undefined : left });
+      } finally {
+        Atomics.sub(this.#w, DATA_WAITERS, 1);
+      }
+      this.#checkClosed();
+    }
+  }
+
+  getNowait(): T {
+    return this.getSync({ block: false });
+  }
+
+  #tryGet(): unknown {
+    const w = this.#w;
+    if (Atomics.load(w, HEAD) === Atomics.load(w, TAIL)) return NONE;
+    let value: unknown = NONE;
+    let err: unknown = null;
+    let side: string | null = null;
+    this.#getLock.acquireSync();
+    try {
+      let tail = Atomics.load(w, TAIL);
+      const head = Atomics.load(w, HEAD);
+      if (head === tail) return NONE;
+      const dv = this.#dv;
+      let off = tail & this.#mask;
+      if (dv.getUint32(off + 4, true) === K_PAD) {
+        tail = (tail + (this.#cap - off)) | 0;
+        off = 0;
+      }
+      const len = dv.getUint32(off, true);
+      const kind = dv.getUint32(off + 4, true);
+      try {
+        if (kind === K_SIDE) {
+          side = this.#buf.toString('latin1', off + 8, off + 8 + len);
+          const seg = attachSegment(side);
+          const b = Buffer.from(seg.sab, 0, seg.size);
+          value = decodeMessage(b, new DataView(seg.sab), 0, seg.size, true);
+        } else {
+          value = decodeMessage(this.#buf, dv, off + 8, off + 8 + len, true);
+        }
+      } catch (e) {
+        err = e; // a corrupt item is skipped, not retried forever
+      }
+      // Publish: the one store that frees the record.
+      Atomics.store(w, TAIL, (tail + ((8 + len + 7) & ~7)) | 0);
+      Atomics.add(w, GETS, 1);
+    } finally {
+      this.#getLock.release();
+    }
+    if (side !== null) {
+      try {
+        unlinkSegment(side);
+      } catch {
+        // already removed
+      }
+    }
+    Atomics.add(w, SPACE_SEQ, 1);
+    if (Atomics.load(w, SPACE_WAITERS) > 0) wakeWord(w, SPACE_SEQ);
+    if (err !== null) throw err;
+    return value;
+  }
+
+  // ---- state
+
+  /** Approximate number of items (exact when nobody is putting or getting). */
+  qsize(): number {
+    const n = (Atomics.load(this.#w, PUTS) - Atomics.load(this.#w, GETS)) | 0;
+    return n < 0 ? 0 : n;
+  }
+  empty(): boolean {
+    return Atomics.load(this.#w, HEAD) === Atomics.load(this.#w, TAIL);
+  }
+  full(): boolean {
+    if (this.#maxsize > 0 && this.qsize() >= this.#maxsize) return true;
+    return false;
+  }
+  get maxsize(): number {
+    return this.#maxsize;
+  }
+
+  /** This process will use the queue no more: put/get then throw ValueError. Idempotent. */
+  close(): void {
+    this.#closed = true;
+  }
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkClosed(): void {
+    if (this.#closed) throw new ValueError(`${this.kind} ${this.#id} is closed`, { code: 'ERR_MP_QUEUE_CLOSED' });
+  }
+
+  protected get words(): Int32Array {
+    return this.#w;
+  }
+
+  [reduceHandle](): Reduced {
+    const state: QueueState = {
+      seg: this.#seg.name,
+      size: this.#seg.size,
+      cap: this.#cap,
+      maxsize: this.#maxsize,
+      putLock: this.#putLock[kReduce](),
+      getLock: this.#getLock[kReduce](),
+      kind: this.kind,
+    };
+    return { type: 'multiproc.Queue', state };
+  }
+
+  [inspect.custom](): string {
+    return `<${this.kind}(qsize=${this.qsize()}, maxsize=${this.#maxsize})>`;
+  }
+}
+
+const NONE = Symbol('none');
+
+// Queues this process created (weakly held), for the exit-time cleanup of side segments.
+let created: { pid: number; queues: Set<WeakRef<Queue>> } | null = null;
+function registerCreated(q: Queue): void {
+  if (created === null || created.pid !== process.pid) {
+    // First queue of this process (a forked child starts its own list and its own hook).
+    const mine = { pid: process.pid, queues: new Set<WeakRef<Queue>>() };
+    created = mine;
+    process.on('exit', () => {
+      if (process.pid !== mine.pid) return;
+      for (const r of mine.queues) r.deref()?._unlinkPendingSideItems();
+    });
+  }
+  created.queues.add(new WeakRef(q));
+}
+let restoring: QueueState | undefined;
+
+/** A Queue whose consumers acknowledge items with taskDone(); join() waits until all are done. */
+export class JoinableQueue<T = unknown> extends Queue<T> {
+  protected override readonly kind: 'Queue' | 'JoinableQueue' | 'SimpleQueue' = 'JoinableQueue';
+
+  constructor(maxsize = 0, opts: QueueOptions = {}) {
+    super(maxsize, opts);
+  }
+
+  taskDone(): void {
+    const w = this.words;
+    for (;;) {
+      const n = Atomics.load(w, UNFINISHED);
+      if (n <= 0) throw new ValueError('task_done() called too many times', { code: 'ERR_MP_TASK_DONE' });
+      if (Atomics.compareExchange(w, UNFINISHED, n, n - 1) === n) {
+        if (n === 1) {
+          Atomics.add(w, JOIN_SEQ, 1);
+          wakeWord(w, JOIN_SEQ);
+        }
+        return;
+      }
+    }
+  }
+
+  joinSync(): void {
+    const w = this.words;
+    for (;;) {
+      const seq = Atomics.load(w, JOIN_SEQ);
+      if (Atomics.load(w, UNFINISHED) <= 0) return;
+      waitWordSync(w, JOIN_SEQ, seq, 1000);
+    }
+  }
+
+  async join(): Promise<void> {
+    const w = this.words;
+    for (;;) {
+      const seq = Atomics.load(w, JOIN_SEQ);
+      if (Atomics.load(w, UNFINISHED) <= 0) return;
+      await waitWord(w, JOIN_SEQ, seq, { timeout: 1000 });
+    }
+  }
+}
+
+/** A Queue without maxsize (CPython's SimpleQueue: put, get, empty, close). */
+export class SimpleQueue<T = unknown> extends Queue<T> {
+  protected override readonly kind: 'Queue' | 'JoinableQueue' | 'SimpleQueue' = 'SimpleQueue';
+  constructor(opts: QueueOptions = {}) {
+    super(0, opts);
+  }
+}
+
+registerRebuilder<QueueState>('multiproc.Queue', (s) => {
+  restoring = s;
+  try {
+    if (s.kind === 'JoinableQueue') return new JoinableQueue();
+    if (s.kind === 'SimpleQueue') return new SimpleQueue();
+    return new Queue();
+  } finally {
+    restoring = undefined;
+  }
+});
+
+// Handles of synchronize.ts, shared_memory.ts and sharedctypes.ts travel as their `[kReduce]()`
+// descriptions (by shared-memory name) and are reopened here.
+registerRebuilder<{ type: string; name?: string }>(DESCRIBED, (d) => {
+  switch (d.type) {
+    case 'SharedMemory':
+      return new SharedMemory({ name: d.name as string });
+    case 'RawValue':
+    case 'RawArray':
+    case 'Value':
+    case 'Array':
+      return rebuildShared(d as never, (l) => rebuild(l) as never);
+    default:
+      return rebuild(d as SyncDescription);
+  }
+});
