@@ -21,7 +21,13 @@
       "cflags": ["-Wall", "-Wextra", "-Werror"],
       "cflags_cc": ["-std=gnu++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"],
       "conditions": [
-        ["OS=='linux'", { "libraries": ["-lpthread", "-lrt"] }],
+        ["OS=='linux'", {
+          "libraries": ["-lpthread", "-lrt"],
+          # Bind every imported symbol at load (in the parent): lazily bound, each function first
+          # called in a forked child (uv_loop_fork, the exit handler...) is looked up there,
+          # faulting in the symbol tables of every loaded library: ~40 of its page faults.
+          "ldflags": ["-Wl,-z,now"]
+        }],
         ["OS=='mac'", {
           "xcode_settings": {
             "GCC_ENABLE_CPP_EXCEPTIONS": "NO",

@@ -42,6 +42,10 @@ function work(lo, hi) {
   return { factors, checksum };
 }
 
+function cpuMs(u) {
+  return (u.user + u.system) / 1000;
+}
+
 function readAll(fd) {
   const chunks = [];
   const buf = Buffer.alloc(4096);
@@ -56,8 +60,10 @@ async function main() {
   console.log(`machine: ${workers} cores, node ${process.version}\n`);
 
   let t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const serial = work(START, START + COUNT);
   const serialMs = performance.now() - t0;
+  const serialCpuMs = cpuMs(process.cpuUsage(cpu0));
   console.log(`serial      ${serialMs.toFixed(0).padStart(6)} ms   ${serial.factors} prime factors`);
 
   t0 = performance.now();
@@ -71,7 +77,9 @@ async function main() {
     const p = new Process({
       name: `factoriser-${i}`,
       target: () => {
-        fs.writeSync(w, JSON.stringify(work(lo, hi)));
+        // A forked child's CPU clock starts at zero: this is the child's own time.
+        const result = work(lo, hi);
+        fs.writeSync(w, JSON.stringify({ ...result, cpuMs: cpuMs(process.cpuUsage()) }));
       },
     });
     p.start();
@@ -95,6 +103,10 @@ async function main() {
     process.exit(1);
   }
   console.log(`\nspeedup ${(serialMs / parallelMs).toFixed(2)}x on ${workers} cores (results identical)`);
+  // Wall-clock speedup needs idle cores; CPU time shows whether each child computed at full speed
+  // (a shared or busy machine lowers the first, not the second).
+  const childCpu = parts.reduce((s, x) => s + x.cpuMs, 0);
+  console.log(`CPU time: serial ${serialCpuMs.toFixed(0)} ms, children ${parts.map((x) => x.cpuMs.toFixed(0)).join(' + ')} = ${childCpu.toFixed(0)} ms`);
 }
 
 main().catch((err) => {

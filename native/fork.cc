@@ -14,6 +14,21 @@
 // Then, for a Process child only, ChildDetach() quiets everything the child inherited and
 // unwinds the parent's JavaScript stack so that the child runs only its target (DESIGN.md,
 // "What a forked child inherits").
+//
+// Where the time of a trivial Process start+join goes (Node 20, 50 MB parent, this 2-core VM;
+// medians of interleaved runs, clock_gettime marks + perf page-fault tracing):
+//   parent before fork 50 µs | fork() 450-550 µs | child, native fix-ups 300 µs | child JS
+//   (afterForkInChild, detachChild, unwinding, target, exit) 1.1 ms | child exit + parent wake-up
+//   600 µs: ~2.7 ms (CPython ~1.9 ms). A bare fork+_exit+waitpid of this process costs ~0.85 ms,
+//   as CPython's (~1.1 ms): the difference is the child's own work, and most of that is page
+//   faults (several µs each here): every page the child writes is copied, and file-backed pages
+//   it reads are re-faulted because fork() does not copy their page-table entries. A child took
+//   ~490 faults; now ~280, from: Node's code in large anonymous pages (bin/multiproc.js), the
+//   addon bound at load (binding.gyp -z now: lazy symbol lookups in the child faulted in the
+//   symbol tables of every library), child-only JS compiled in the parent (popen/child.ts), the
+//   fork-safety census cached (forkProbe). Tried and dropped: forcing one copy-on-write page
+//   into each read-only file mapping so that fork() copies their entries too -- child faults
+//   fell to ~210 but fork() itself then copied every resident code/rodata page entry: slower.
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -32,6 +47,7 @@
 #include <node.h>
 #include <v8.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <unordered_set>
@@ -150,15 +166,45 @@ void RepairPlatformQueue(const PlatformQueue&) {}
 
 // Threads, other than the calling thread, that sit in epoll_wait: Node's delayed-task scheduler
 // is one; every worker_threads Worker (idle) and the inspector's I/O thread add one each.
-int CountLoopThreads() {
+//
+// The census reads one /proc/self/task/<tid>/syscall file per thread (3 syscalls each, ~100 µs
+// per start with Node's 6 threads). Its answer can only change when a thread starts (a Worker,
+// the inspector): thread ids are not reused while the thread lives, and a thread that starts
+// shows up as a new id. So the result is cached with the sorted list of thread ids it was taken
+// over, and re-taken only when one directory listing (~15 µs) shows a different list. (A thread
+// that was busy, not in epoll_wait, at the census and idles later is missed either way: the
+// census is a backstop for Workers created before the library loaded; live Workers are counted
+// in JS, lib/forksafe.ts.)
+struct LoopCensus {
+  std::vector<long> tids;  // sorted, without the calling thread
+  int loopThreads = -1;
+};
+
 #ifdef __linux__
-  long self = syscall(SYS_gettid);
-  int n = 0;
+static bool ListTasks(long self, std::vector<long>* out) {
+  std::vector<long>& tids = *out;
   DIR* d = opendir("/proc/self/task");
-  if (d == nullptr) return -1;
+  if (d == nullptr) return false;
   while (struct dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.' || atol(e->d_name) == self) continue;
-    std::string path = std::string("/proc/self/task/") + e->d_name + "/syscall";
+    if (e->d_name[0] == '.') continue;
+    long tid = atol(e->d_name);
+    if (tid != self) tids.push_back(tid);
+  }
+  closedir(d);
+  std::sort(tids.begin(), tids.end());
+  return true;
+}
+#endif
+
+int CountLoopThreads(LoopCensus* cache) {
+#ifdef __linux__
+  const long self = syscall(SYS_gettid);
+  std::vector<long> tids;
+  if (!ListTasks(self, &tids)) return -1;
+  if (cache->loopThreads >= 0 && tids == cache->tids) return cache->loopThreads;
+  int n = 0;
+  for (long tid : tids) {
+    std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
     std::string sc = ReadSmallFile(path.c_str());
     long nr = -1;
     if (sscanf(sc.c_str(), "%ld", &nr) != 1) continue;
@@ -172,9 +218,11 @@ int CountLoopThreads() {
     if (nr == SYS_epoll_pwait2) n++;
 #endif
   }
-  closedir(d);
+  cache->tids = std::move(tids);
+  cache->loopThreads = n;
   return n;
 #else
+  (void)cache;
   return -1;
 #endif
 }
@@ -215,6 +263,7 @@ struct ForkState : ModuleState {
   bool queueLocated = false;
   std::string queueProblem = "not probed";
   PlatformQueue queue;
+  LoopCensus census;  // a forked child inherits it: its own thread list differs, so it re-counts
   ChildWatch* child = nullptr;  // set in a detached Process child; lives until _exit
 };
 
@@ -255,7 +304,7 @@ static Napi::Value Probe(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("queue", Napi::Boolean::New(env, st->queueLocated));
   o.Set("queueProblem", Napi::String::New(env, st->queueProblem));
-  o.Set("loopThreads", Napi::Number::New(env, CountLoopThreads()));
+  o.Set("loopThreads", Napi::Number::New(env, CountLoopThreads(&st->census)));
   return o;
 }
 

