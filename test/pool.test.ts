@@ -495,23 +495,4 @@ describe('Pool', () => {
     const second = makePool(2);
     expect(await second.map((x: number) => x + 1, [1, 2, 3], { chunksize: 1 })).toEqual([2, 3, 4]);
   });
-
-  it('the pool examples run', async () => {
-    process.env.PRIMES_COUNT = '3000';
-    try {
-      const primes = await runFixture('../../examples/pool_primes.js', [], 30_000);
-      expect(primes.stderr).toBe('');
-      expect(primes.code).toBe(0);
-      expect(primes.stdout).toContain('1000000001 = 7 x 11 x 13 x 19 x 52579');
-    } finally {
-      delete process.env.PRIMES_COUNT;
-    }
-    const apply = await runFixture('../../examples/pool_apply_async.js', [], 30_000);
-    expect(apply.code).toBe(0);
-    expect(apply.stdout).toContain('sum of squares 285');
-    expect(apply.stdout).toContain('get(10): TimeoutError');
-    expect(apply.stdout).toContain('imap: sum of squares 1..100 = 338350');
-    expect(apply.stdout).toContain('closure: [ 7, 14, 21 ]');
-    expect(apply.stdout).toContain('error: true out of range in the worker');
-  });
 });
