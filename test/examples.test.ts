@@ -19,7 +19,7 @@ function runExample(name: string, env: Record<string, string> = {}): Promise<{ c
 }
 
 const expectations: Record<string, { env?: Record<string, string>; out: RegExp }> = {
-  'demo.js': { env: { DEMO_COUNT: '20000' }, out: /speedup [\d.]+x on \d+ cores \(results identical\)/ },
+  'demo.js': { env: { DEMO_COUNT: '20000' }, out: /speedup [\d.]+x with \d+ processes, [\d.]+x with Pool\(\d+\), on \d+ cores \(results identical\)/ },
   'download.js': { env: { DOWNLOAD_MS: '100' }, out: /4 processes: \d+ ms/ },
   'producer_consumer.js': { out: /got 2000 items in order per producer, sum 999000/ },
   'pipe.js': { out: /child got: hi back/ },
