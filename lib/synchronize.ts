@@ -126,9 +126,16 @@ function spin(w: Int32Array, pid: number): boolean {
 // - Whoever acquires after having slept sets WAITERS again: other sleepers may still be there.
 // - A sleeper that gives up (timeout/abort) after having slept passes one wake-up on: the wake it
 //   may have consumed belonged to somebody still waiting.
-function lockWordSync(w: Int32Array, pid: number, deadline: number): Got {
-  if (spin(w, pid)) return Got.Yes;
-  let slept = false;
+
+/** What one turn of the contended acquire loop decided: a result, or a word value to sleep on. */
+interface Sleep {
+  word: number;
+  ms: number;
+}
+
+// One turn of the acquire loop, shared by the Sync and async forms (they differ only in how
+// they sleep): takes the word if free, else marks WAITERS and says what to sleep on and how long.
+function lockTurn(w: Int32Array, pid: number, deadline: number, slept: boolean): Got | Sleep {
   for (;;) {
     let c = Atomics.load(w, 0);
     if (c === 0) {
@@ -141,43 +148,45 @@ function lockWordSync(w: Int32Array, pid: number, deadline: number): Got {
     }
     const rem = remaining(deadline);
     if (rem <= 0) {
-      if (ownerDead(c) && Atomics.compareExchange(w, 0, c, pid | WAITERS) === c) return Got.FromDeadOwner;
+      if (takeOverIfDead(w, c, pid)) return Got.FromDeadOwner;
       if (slept) wakeWord(w, 0, 1);
       return Got.No;
     }
-    const r = waitWordSync(w, 0, c, Math.min(rem, OWNER_CHECK_MS));
+    return { word: c, ms: Math.min(rem, OWNER_CHECK_MS) };
+  }
+}
+
+/** The holder recorded in `c` is dead and the word still reads `c`: take it over. */
+function takeOverIfDead(w: Int32Array, c: number, pid: number): boolean {
+  return ownerDead(c) && Atomics.compareExchange(w, 0, c, pid | WAITERS) === c;
+}
+
+function lockWordSync(w: Int32Array, pid: number, deadline: number): Got {
+  if (spin(w, pid)) return Got.Yes;
+  let slept = false;
+  for (;;) {
+    const t = lockTurn(w, pid, deadline, slept);
+    if (typeof t === 'number') return t;
+    const r = waitWordSync(w, 0, t.word, t.ms);
     slept = true;
-    if (r === 'timed-out' && ownerDead(c) && Atomics.compareExchange(w, 0, c, pid | WAITERS) === c) return Got.FromDeadOwner;
+    if (r === 'timed-out' && takeOverIfDead(w, t.word, pid)) return Got.FromDeadOwner;
   }
 }
 
 async function lockWordAsync(w: Int32Array, pid: number, deadline: number, signal: AbortSignal | undefined): Promise<Got> {
   let slept = false;
   for (;;) {
-    let c = Atomics.load(w, 0);
-    if (c === 0) {
-      if (Atomics.compareExchange(w, 0, 0, pid | WAITERS) === 0) return Got.Yes;
-      continue;
-    }
-    if ((c & WAITERS) === 0) {
-      if (Atomics.compareExchange(w, 0, c, c | WAITERS) !== c) continue;
-      c |= WAITERS;
-    }
-    const rem = remaining(deadline);
-    if (rem <= 0) {
-      if (ownerDead(c) && Atomics.compareExchange(w, 0, c, pid | WAITERS) === c) return Got.FromDeadOwner;
-      if (slept) wakeWord(w, 0, 1);
-      return Got.No;
-    }
+    const t = lockTurn(w, pid, deadline, slept);
+    if (typeof t === 'number') return t;
     let r;
     try {
-      r = await waitWord(w, 0, c, { timeout: Math.min(rem, OWNER_CHECK_MS), signal });
+      r = await waitWord(w, 0, t.word, { timeout: t.ms, signal });
     } catch (e) {
       if (slept) wakeWord(w, 0, 1);
       throw e;
     }
     slept = true;
-    if (r === 'timed-out' && ownerDead(c) && Atomics.compareExchange(w, 0, c, pid | WAITERS) === c) return Got.FromDeadOwner;
+    if (r === 'timed-out' && takeOverIfDead(w, t.word, pid)) return Got.FromDeadOwner;
   }
 }
 
