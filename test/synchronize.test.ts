@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { AssertionError, BrokenBarrierError, ValueError } from '../lib/errors';
 import { getContext } from '../lib/index';
@@ -600,6 +601,7 @@ describe('async waits', () => {
     const e = new Event();
     lock.acquireSync();
     const ac = new AbortController();
+    setMaxListeners(32, ac.signal); // 16 waits share this signal on purpose
     const waits = [
       ...Array.from({ length: 8 }, () => lock.acquire({ signal: ac.signal })),
       ...Array.from({ length: 8 }, () => e.wait(undefined, { signal: ac.signal })),
