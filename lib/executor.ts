@@ -4,37 +4,24 @@
 // accepted.
 import { inspect } from 'node:util';
 
+import { checkTimeout, DeferredResult } from './_deferred';
 import { BrokenProcessPool, CancelledError, invalidArgType, RuntimeError, TimeoutError, ValueError } from './errors';
 import { ImapJob, isIterable, parseWorkerOptions, PoolCore, type Job, type Unit } from './pool';
 import type { ProcessOptions } from './process';
 
 export type FutureState = 'PENDING' | 'RUNNING' | 'CANCELLED' | 'FINISHED';
 
-function checkTimeout(timeout: unknown): number | undefined {
-  if (timeout === undefined || timeout === null) return undefined;
-  if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw invalidArgType('timeout', 'of type number', timeout);
-  if (timeout === Infinity) return undefined;
-  return Math.max(0, timeout);
-}
 
 /** The eventual result of a submitted call (concurrent.futures.Future); also a thenable. */
-export class Future<R = unknown> implements PromiseLike<R> {
+export class Future<R = unknown> extends DeferredResult<R> {
   #state: FutureState = 'PENDING';
   #ok = false;
   #value: unknown;
-  #promise: Promise<R>;
-  // Typed without R so that Future<number> is a Future<unknown> (no contravariant members).
-  #resolve!: (v: unknown) => void;
-  #reject!: (e: unknown) => void;
   #doneCallbacks: Array<(f: never) => void> = [];
 
   /** @internal Futures are made by an executor's submit(). */
   constructor() {
-    this.#promise = new Promise<R>((res, rej) => {
-      this.#resolve = res as (v: unknown) => void;
-      this.#reject = rej;
-    });
-    this.#promise.catch(() => {}); // a future nobody awaits is not an unhandled rejection
+    super();
   }
 
   /** Cancels the call if it has not started; true if the future is (now) cancelled. */
@@ -43,7 +30,7 @@ export class Future<R = unknown> implements PromiseLike<R> {
     if (this.#state === 'CANCELLED') return true;
     this.#state = 'CANCELLED';
     this.#value = new CancelledError('the future was cancelled');
-    this.#reject(this.#value);
+    this.fail(this.#value);
     this.#runCallbacks();
     return true;
   }
@@ -64,14 +51,14 @@ export class Future<R = unknown> implements PromiseLike<R> {
   /** The call's result, waiting up to `timeout` ms (TimeoutError); rejects as the call did. */
   result(timeout?: number): Promise<R> {
     const t = checkTimeout(timeout);
-    if (t === undefined || this.done()) return this.#promise;
-    return this.#within(t).then(() => this.#promise);
+    if (t === undefined || this.done()) return this.promise;
+    return this.within(t).then(() => this.promise);
   }
 
   /** The call's error (null if it succeeded), waiting up to `timeout` ms (TimeoutError). */
   exception(timeout?: number): Promise<unknown> {
     const t = checkTimeout(timeout);
-    const settled = t === undefined || this.done() ? this.#settled() : this.#within(t);
+    const settled = t === undefined || this.done() ? this.settled() : this.within(t);
     return settled.then(() => {
       if (this.#state === 'CANCELLED') throw this.#value;
       return this.#ok ? null : this.#value;
@@ -83,23 +70,6 @@ export class Future<R = unknown> implements PromiseLike<R> {
     if (typeof fn !== 'function') throw invalidArgType('fn', 'a function', fn);
     if (this.done()) fn(this);
     else this.#doneCallbacks.push(fn as (f: never) => void);
-  }
-
-  #settled(): Promise<void> {
-    return this.#promise.then(
-      () => undefined,
-      () => undefined,
-    );
-  }
-
-  #within(ms: number): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new TimeoutError()), ms);
-      void this.#settled().then(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
   }
 
   #runCallbacks(): void {
@@ -127,24 +97,9 @@ export class Future<R = unknown> implements PromiseLike<R> {
     this.#state = 'FINISHED';
     this.#ok = ok;
     this.#value = value;
-    if (ok) this.#resolve(value);
-    else this.#reject(value);
+    if (ok) this.fulfil(value);
+    else this.fail(value);
     this.#runCallbacks();
-  }
-
-  then<A = R, B = never>(
-    onfulfilled?: ((value: R) => A | PromiseLike<A>) | null,
-    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    return this.#promise.then(onfulfilled, onrejected);
-  }
-
-  catch<B = never>(onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<R | B> {
-    return this.#promise.catch(onrejected);
-  }
-
-  finally(onfinally?: (() => void) | null): Promise<R> {
-    return this.#promise.finally(onfinally);
   }
 
   get [Symbol.toStringTag](): string {

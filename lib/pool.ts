@@ -20,6 +20,7 @@
 // the bytes the worker has not consumed stay far below a socket buffer.
 import { inspect } from 'node:util';
 
+import { checkTimeout, DeferredResult } from './_deferred';
 import { Connection, Pipe } from './connection';
 import { getStartMethod } from './context';
 import {
@@ -1339,22 +1340,14 @@ const FULFILLED = 1;
 const REJECTED = 2;
 
 /** The result of applyAsync / mapAsync: a thenable with CPython's AsyncResult methods. */
-export class AsyncResult<R> implements PromiseLike<R> {
+export class AsyncResult<R> extends DeferredResult<R> {
   #state = PENDING;
-  #promise: Promise<R>;
-  #resolve!: (v: R) => void;
-  #reject!: (e: unknown) => void;
   #callback: ((v: R) => void) | undefined;
   #errorCallback: ((e: unknown) => void) | undefined;
 
   /** @internal */
   constructor(callback?: (v: R) => void, errorCallback?: (e: unknown) => void) {
-    this.#promise = new Promise<R>((res, rej) => {
-      this.#resolve = res;
-      this.#reject = rej;
-    });
-    // A result nobody awaits must not crash the process with an unhandled rejection.
-    this.#promise.catch(() => {});
+    super();
     this.#callback = callback;
     this.#errorCallback = errorCallback;
   }
@@ -1363,7 +1356,7 @@ export class AsyncResult<R> implements PromiseLike<R> {
   _resolve(v: R): void {
     if (this.#state !== PENDING) return;
     this.#state = FULFILLED;
-    this.#resolve(v);
+    this.fulfil(v);
     if (this.#callback) queueMicrotask(() => this.#callback!(v));
   }
 
@@ -1371,7 +1364,7 @@ export class AsyncResult<R> implements PromiseLike<R> {
   _reject(e: unknown): void {
     if (this.#state !== PENDING) return;
     this.#state = REJECTED;
-    this.#reject(e);
+    this.fail(e);
     if (this.#errorCallback) queueMicrotask(() => this.#errorCallback!(e));
   }
 
@@ -1388,45 +1381,16 @@ export class AsyncResult<R> implements PromiseLike<R> {
   /** Waits up to `timeout` ms for the result; TimeoutError if it is not there by then. */
   get(timeout?: number): Promise<R> {
     const t = checkTimeout(timeout);
-    if (t === undefined || this.#state !== PENDING) return this.#promise;
-    return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new TimeoutError()), t);
-      this.#promise.then(
-        (v) => {
-          clearTimeout(timer);
-          resolve(v);
-        },
-        (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      );
-    });
+    if (t === undefined || this.#state !== PENDING) return this.promise;
+    return this.within(t).then(() => this.promise);
   }
 
   /** Waits up to `timeout` ms until the result is ready (never rejects). */
   async wait(timeout?: number): Promise<void> {
     const t = checkTimeout(timeout);
     if (this.#state !== PENDING) return;
-    const settled = this.#promise.then(
-      () => undefined,
-      () => undefined,
-    );
-    if (t === undefined) return settled;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([settled, new Promise<void>((r) => (timer = setTimeout(r, t)))]);
-    clearTimeout(timer);
-  }
-
-  then<A = R, B = never>(
-    onfulfilled?: ((value: R) => A | PromiseLike<A>) | null,
-    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    return this.#promise.then(onfulfilled, onrejected);
-  }
-
-  catch<B = never>(onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<R | B> {
-    return this.#promise.catch(onrejected);
+    if (t === undefined) return this.settled();
+    await this.within(t).catch(() => undefined);
   }
 
   get [Symbol.toStringTag](): string {
@@ -1434,12 +1398,6 @@ export class AsyncResult<R> implements PromiseLike<R> {
   }
 }
 
-function checkTimeout(timeout: unknown): number | undefined {
-  if (timeout === undefined || timeout === null) return undefined;
-  if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw invalidArgType('timeout', 'of type number', timeout);
-  if (timeout === Infinity) return undefined;
-  return Math.max(0, timeout);
-}
 
 // ------------------------------------------------------------------ Pool
 
