@@ -118,6 +118,15 @@ const oursPool = (mp) => ({
   closure: (p, i) => p.apply(freshFunction(i), [1]),
 });
 
+// map() for the message-passing alternatives (piscina, the child_process pool): one message per
+// chunk (per item when chunksize is 1), CPython's default chunksize rule.
+async function mapByMessages(p, op, data, chunksize) {
+  const size = chunksize ?? defaultChunksize(data.length, WORKERS);
+  if (size === 1 && op === 'ident') return Promise.all(data.map((x) => p.run({ op, arg: x })));
+  const parts = await Promise.all(chunks(data, size).map((c) => p.run({ op, arg: c })));
+  return parts.flat(1);
+}
+
 // --- piscina ---------------------------------------------------------------------------------
 
 const piscinaPool = () => {
@@ -126,12 +135,7 @@ const piscinaPool = () => {
   return {
     create: async () => new Piscina({ filename, minThreads: WORKERS, maxThreads: WORKERS }),
     close: (p) => p.destroy(),
-    async map(p, op, data, chunksize) {
-      const size = chunksize ?? defaultChunksize(data.length, WORKERS);
-      if (size === 1 && op === 'ident') return Promise.all(data.map((x) => p.run({ op, arg: x })));
-      const parts = await Promise.all(chunks(data, size).map((c) => p.run({ op, arg: c })));
-      return parts.flat(1);
-    },
+    map: mapByMessages,
     apply: (p) => p.run({ op: 'noop' }),
     closure: (p, i) => p.run({ op: 'source', src: freshFunction(i).toString(), arg: [1] }),
   };
@@ -174,12 +178,7 @@ class CpPool {
 const cpPool = {
   create: async () => new CpPool(WORKERS),
   close: (p) => p.close(),
-  async map(p, op, data, chunksize) {
-    const size = chunksize ?? defaultChunksize(data.length, WORKERS);
-    if (size === 1 && op === 'ident') return Promise.all(data.map((x) => p.run({ op, arg: x })));
-    const parts = await Promise.all(chunks(data, size).map((c) => p.run({ op, arg: c })));
-    return parts.flat(1);
-  },
+  map: mapByMessages,
   apply: (p) => p.run({ op: 'noop' }),
   closure: (p, i) => p.run({ op: 'source', src: freshFunction(i).toString(), arg: [1] }),
 };
