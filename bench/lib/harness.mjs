@@ -49,6 +49,23 @@ export function rootPid() {
 }
 
 /**
+ * Every process's /proc/PID/stat fields after the command name (index 0 is the state, 1 the ppid,
+ * 2 the process group, 11..14 utime/stime/cutime/cstime), as [pid, fields].
+ */
+function* procStats() {
+  for (const d of fs.readdirSync('/proc')) {
+    if (d.charCodeAt(0) < 48 || d.charCodeAt(0) > 57) continue;
+    let st;
+    try {
+      st = fs.readFileSync(`/proc/${d}/stat`, 'latin1');
+    } catch {
+      continue; // exited meanwhile
+    }
+    yield [Number(d), st.slice(st.lastIndexOf(')') + 2).split(' ')];
+  }
+}
+
+/**
  * One sample: wall clock, machine-wide busy jiffies (/proc/stat) and the jiffies used by our
  * process tree (utime+stime+cutime+cstime of the root and every descendant alive now; the CPU of
  * descendants already reaped is in their reaper's cutime/cstime).
@@ -65,16 +82,8 @@ export function cpuSample(root = rootPid()) {
     return { t, busy: 0, ours: 0, ok: false };
   }
   const info = new Map();
-  for (const d of fs.readdirSync('/proc')) {
-    if (d.charCodeAt(0) < 48 || d.charCodeAt(0) > 57) continue;
-    let st;
-    try {
-      st = fs.readFileSync(`/proc/${d}/stat`, 'latin1');
-    } catch {
-      continue; // exited meanwhile
-    }
-    const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    info.set(Number(d), { ppid: Number(rest[1]), cpu: +rest[11] + +rest[12] + +rest[13] + +rest[14] });
+  for (const [pid, rest] of procStats()) {
+    info.set(pid, { ppid: Number(rest[1]), cpu: +rest[11] + +rest[12] + +rest[13] + +rest[14] });
   }
   const children = new Map();
   for (const [pid, { ppid }] of info) {
@@ -316,15 +325,7 @@ function groupAlive(pgid) {
     return false; // ESRCH: nothing left
   }
   if (!fs.existsSync('/proc/self/stat')) return true; // no procfs (macOS): cannot tell zombies
-  for (const d of fs.readdirSync('/proc')) {
-    if (d.charCodeAt(0) < 48 || d.charCodeAt(0) > 57) continue;
-    let st;
-    try {
-      st = fs.readFileSync(`/proc/${d}/stat`, 'latin1');
-    } catch {
-      continue;
-    }
-    const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+  for (const [, rest] of procStats()) {
     if (Number(rest[2]) === pgid && rest[0] !== 'Z') return true;
   }
   return false;
