@@ -209,44 +209,19 @@ function resolveLock(opts: LockOption | undefined): Lock | RLock | null {
   throw invalidArgType('lock', 'true, false, a Lock or an RLock', lock);
 }
 
-/** A shared scalar guarded by a lock: reading or writing `.value` holds the lock. */
-export class SynchronizedValue<T extends Typecode = Typecode> {
-  #obj: SharedValue<T>;
-  #lock: Lock | RLock;
+/**
+ * What Value and Array with a lock share (CPython's SynchronizedBase): the lock, and the lock's
+ * acquire/release methods on the object itself.
+ */
+abstract class SynchronizedBase {
+  readonly #lock: Lock | RLock;
 
-  constructor(obj: SharedValue<T>, lock: Lock | RLock) {
-    this.#obj = obj;
+  protected constructor(lock: Lock | RLock) {
     this.#lock = lock;
-  }
-
-  get typecode(): T {
-    return this.#obj.typecode;
-  }
-
-  get value(): ValueOf<T> {
-    const lock = this.#lock;
-    lock.acquireSync();
-    try {
-      return this.#obj.value;
-    } finally {
-      lock.release();
-    }
-  }
-  set value(v: ValueOf<T> | number | bigint) {
-    const lock = this.#lock;
-    lock.acquireSync();
-    try {
-      this.#obj.value = v;
-    } finally {
-      lock.release();
-    }
   }
 
   getLock(): Lock | RLock {
     return this.#lock;
-  }
-  getObj(): SharedValue<T> {
-    return this.#obj;
   }
   acquireSync(opts?: AcquireOptions): boolean {
     return this.#lock.acquireSync(opts);
@@ -256,6 +231,43 @@ export class SynchronizedValue<T extends Typecode = Typecode> {
   }
   release(): void {
     this.#lock.release();
+  }
+}
+
+/** A shared scalar guarded by a lock: reading or writing `.value` holds the lock. */
+export class SynchronizedValue<T extends Typecode = Typecode> extends SynchronizedBase {
+  #obj: SharedValue<T>;
+
+  constructor(obj: SharedValue<T>, lock: Lock | RLock) {
+    super(lock);
+    this.#obj = obj;
+  }
+
+  get typecode(): T {
+    return this.#obj.typecode;
+  }
+
+  get value(): ValueOf<T> {
+    const lock = this.getLock();
+    lock.acquireSync();
+    try {
+      return this.#obj.value;
+    } finally {
+      lock.release();
+    }
+  }
+  set value(v: ValueOf<T> | number | bigint) {
+    const lock = this.getLock();
+    lock.acquireSync();
+    try {
+      this.#obj.value = v;
+    } finally {
+      lock.release();
+    }
+  }
+
+  getObj(): SharedValue<T> {
+    return this.#obj;
   }
 
   /** Atomic fetch-and-add (no lock needed). Integer typecodes only. */
@@ -268,7 +280,7 @@ export class SynchronizedValue<T extends Typecode = Typecode> {
   }
 
   [kReduce](): { type: 'Value'; obj: ReturnType<SharedValue<T>[typeof kReduce]>; lock: ReturnType<Lock[typeof kReduce]> } {
-    return { type: 'Value', obj: this.#obj[kReduce](), lock: this.#lock[kReduce]() };
+    return { type: 'Value', obj: this.#obj[kReduce](), lock: this.getLock()[kReduce]() };
   }
 
   [inspect.custom](): string {
@@ -328,15 +340,14 @@ function checkIndex(i: unknown, length: number): number {
 }
 
 /** A shared array guarded by a lock: get/set/toArray hold it. `.array` is the raw typed view. */
-export class SynchronizedArray<T extends Typecode = Typecode> {
+export class SynchronizedArray<T extends Typecode = Typecode> extends SynchronizedBase {
   readonly typecode: T;
   #a: TypedArrayOf<T>;
-  #lock: Lock | RLock;
 
   constructor(typecode: T, a: TypedArrayOf<T>, lock: Lock | RLock) {
+    super(lock);
     this.typecode = typecode;
     this.#a = a;
-    this.#lock = lock;
   }
 
   get length(): number {
@@ -350,7 +361,7 @@ export class SynchronizedArray<T extends Typecode = Typecode> {
 
   get(i: number): ValueOf<T> {
     const j = checkIndex(i, this.#a.length);
-    const lock = this.#lock;
+    const lock = this.getLock();
     lock.acquireSync();
     try {
       return fromStored(this.typecode, this.#a[j]);
@@ -362,7 +373,7 @@ export class SynchronizedArray<T extends Typecode = Typecode> {
   set(i: number, v: ValueOf<T> | number | bigint): void {
     const j = checkIndex(i, this.#a.length);
     const stored = toStored(this.typecode, v);
-    const lock = this.#lock;
+    const lock = this.getLock();
     lock.acquireSync();
     try {
       (this.#a as { [i: number]: number | bigint })[j] = stored;
@@ -373,7 +384,7 @@ export class SynchronizedArray<T extends Typecode = Typecode> {
 
   /** A consistent snapshot (taken under the lock). */
   toArray(): ValueOf<T>[] {
-    const lock = this.#lock;
+    const lock = this.getLock();
     lock.acquireSync();
     try {
       return Array.from(this.#a as ArrayLike<number | bigint>, (x) => fromStored(this.typecode, x));
@@ -394,24 +405,12 @@ export class SynchronizedArray<T extends Typecode = Typecode> {
     yield* this.toArray();
   }
 
-  getLock(): Lock | RLock {
-    return this.#lock;
-  }
   getObj(): TypedArrayOf<T> {
     return this.#a;
   }
-  acquireSync(opts?: AcquireOptions): boolean {
-    return this.#lock.acquireSync(opts);
-  }
-  acquire(opts?: AsyncAcquireOptions): Promise<boolean> {
-    return this.#lock.acquire(opts);
-  }
-  release(): void {
-    this.#lock.release();
-  }
 
   [kReduce](): { type: 'Array'; obj: RawArrayDescription; lock: ReturnType<Lock[typeof kReduce]> } {
-    return { type: 'Array', obj: describeRawArray(this.#a) as RawArrayDescription, lock: this.#lock[kReduce]() };
+    return { type: 'Array', obj: describeRawArray(this.#a) as RawArrayDescription, lock: this.getLock()[kReduce]() };
   }
 
   [inspect.custom](): string {
