@@ -12,7 +12,10 @@
         "native/futex.cc",
 
         "native/sem.cc",
-        "native/pipe.cc"
+        "native/pipe.cc",
+
+        "native/function.cc",
+        "native/posix/spawn.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -121,6 +121,13 @@ export class RuntimeError extends MultiprocError {
 }
 
 /** A TypeError/RangeError with a stable code, for bad arguments (like Node's ERR_INVALID_ARG_TYPE). */
+/** A function that cannot travel to a spawn/forkserver child (it is not exported by a module). */
+export class NotReferenceableError extends MultiprocError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'ERR_MP_NOT_REFERENCEABLE', options);
+  }
+}
+
 export function invalidArgType(name: string, expected: string, actual: unknown): TypeError {
   const e = new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`) as TypeError & {
     code: string;

@@ -157,7 +157,15 @@ export interface NativeWatcher {
 
 
 
-export type NativeBinding = NativeErrors & NativeFork & NativeShm & NativeSem & NativePipe;
+// ---- native/function.cc, native/posix/spawn.cc
+export interface NativeStart {
+  /** Where `fn` was defined (0-based line/column), or null for builtins and bound functions. */
+  functionOrigin(fn: unknown): { script: string; line: number; column: number } | null;
+  /** posix_spawn(file, argv) with fdMap = [childFd, parentFd, ...] dup2'ed in the child. */
+  spawnProgram(file: string, argv: string[], fdMap: number[]): number;
+}
+
+export type NativeBinding = NativeErrors & NativeFork & NativeShm & NativeSem & NativePipe & NativeStart;
 
 export const native: NativeBinding = load(path.join(__dirname, '..')) as NativeBinding;
 

@@ -107,6 +107,24 @@ export function encodeMessage(value: unknown, fds: number[] | null): { chunks: U
   return encoder.finish();
 }
 
+let spawning: string | null = null;
+
+/** The start method whose child is being prepared while encoding (CPython's get_spawning_popen()), else null. */
+export function spawningMethod(): string | null {
+  return spawning;
+}
+
+/** Encodes what a spawn/forkserver child starts from: handles may check spawningMethod(). */
+export function encodeForChild(value: unknown, fds: number[], method: string): Buffer {
+  const outer = spawning;
+  spawning = method;
+  try {
+    return encodeToBuffer(value, fds);
+  } finally {
+    spawning = outer;
+  }
+}
+
 /** Encodes into one new Buffer (for callers that must keep the bytes). */
 export function encodeToBuffer(value: unknown, fds: number[] | null): Buffer {
   const { chunks, length } = encodeMessage(value, fds);

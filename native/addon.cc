@@ -18,6 +18,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
   InitSem(env, exports);
   InitPipe(env, exports);
+
+  InitFunction(env, exports);
+  InitSpawn(env, exports);
   return exports;
 }
 

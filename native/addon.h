@@ -36,4 +36,7 @@ void InitFutex(Napi::Env env, Napi::Object exports);   // futex.cc: cross-proces
 void InitSem(Napi::Env env, Napi::Object exports);     // sem.cc: named POSIX semaphores
 void InitPipe(Napi::Env env, Napi::Object exports);    // pipe.cc: pipes, socketpair, fd passing
 
+void InitFunction(Napi::Env env, Napi::Object exports);  // function.cc: where a function was defined
+void InitSpawn(Napi::Env env, Napi::Object exports);     // spawn.cc: posix_spawn of a fresh program
+
 }  // namespace mp
