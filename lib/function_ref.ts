@@ -188,6 +188,23 @@ function notReferenceable(
   );
 }
 
+/**
+ * The compiled (dist/) directory of this library: what a fresh Node process loads. Under a
+ * TypeScript runner (the test suite) this module is lib/*.ts, and the build sits beside it.
+ */
+export function libraryDir(): string {
+  if (path.basename(__dirname) === 'lib') {
+    const dist = path.join(__dirname, '..', 'dist');
+    if (fs.existsSync(path.join(dist, 'index.js'))) return dist;
+  }
+  return __dirname;
+}
+
+/** A reference to a function exported by one of this library's own modules ('pool', 'popen/spawn_main'...). */
+export function internalRef(moduleBase: string, name: string): FunctionRef {
+  return { module: pathToFileURL(path.join(libraryDir(), `${moduleBase}.js`)).href, name };
+}
+
 // ---- the receiving side
 
 const resolved = new Map<string, Promise<(...a: unknown[]) => unknown>>();
