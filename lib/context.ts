@@ -1,7 +1,10 @@
 // Start methods and contexts: CPython's multiprocessing.context.
 import { MultiprocError, RuntimeError, ValueError, invalidArgType } from './errors';
 import { isForkSafe } from './forksafe';
+import { bootstrap } from './_bootstrap';
 import { forkPopen } from './popen/fork';
+import { forkserverPopen, setForkserverPreload } from './popen/forkserver';
+import { setExecutable, spawnPopen } from './popen/spawn';
 import type { PopenFactory } from './popen/types';
 import {
   RawArray,
@@ -31,7 +34,11 @@ export type StartMethod = 'fork' | 'forkserver' | 'spawn';
 
 const METHODS: readonly StartMethod[] = ['fork', 'forkserver', 'spawn'];
 
-const factories = new Map<StartMethod, PopenFactory>([['fork', forkPopen]]);
+const factories = new Map<StartMethod, PopenFactory>([
+  ['fork', forkPopen],
+  ['forkserver', forkserverPopen],
+  ['spawn', spawnPopen],
+]);
 
 /** @internal For the forkserver and spawn start methods to plug themselves in. */
 export function registerStartMethod(method: StartMethod, factory: PopenFactory): void {
@@ -50,14 +57,19 @@ function factoryFor(method: StartMethod): PopenFactory {
   return f;
 }
 
-let bootstrapping = false;
-/** @internal Set by spawn/forkserver children while they import the main module. */
-export function setBootstrapping(v: boolean): void {
-  bootstrapping = v;
+/** Bun and Deno run Node programs without libuv or Node's C++ API: only spawn can work there. */
+function foreignRuntime(): boolean {
+  const g = globalThis as { Bun?: unknown; Deno?: unknown };
+  return g.Bun !== undefined || g.Deno !== undefined;
 }
 
+/**
+ * The default start method (DESIGN.md): fork when this process can fork safely (run with
+ * `npx multiproc`, or node --single-threaded, and no Worker), else forkserver on Linux/macOS,
+ * spawn on Windows and on runtimes without libuv.
+ */
 function defaultMethod(): StartMethod {
-  if (process.platform === 'win32') return 'spawn';
+  if (process.platform === 'win32' || foreignRuntime()) return 'spawn';
   return isForkSafe() ? 'fork' : 'forkserver';
 }
 
@@ -134,7 +146,7 @@ export abstract class BaseContext {
   }
 
   getAllStartMethods(): StartMethod[] {
-    if (process.platform === 'win32') return ['spawn'];
+    if (process.platform === 'win32' || foreignRuntime()) return ['spawn'];
     const first = defaultMethod();
     return [first, ...METHODS.filter((m) => m !== first)];
   }
@@ -154,8 +166,15 @@ export abstract class BaseContext {
   isForkSafe(): boolean {
     return isForkSafe();
   }
+  /** False in a spawn/forkserver child (its copy of the main module must not start processes again). */
   isMainProcess(): boolean {
-    return !bootstrapping;
+    return !bootstrap.spawnedChild;
+  }
+  setExecutable(file: string): void {
+    setExecutable(file);
+  }
+  setForkserverPreload(modules: readonly string[]): void {
+    setForkserverPreload(modules);
   }
 }
 
@@ -230,4 +249,5 @@ export const getStartMethod = (options?: { allowNone?: boolean }): StartMethod |
   defaultContext.getStartMethod(options);
 export const getAllStartMethods = (): StartMethod[] => defaultContext.getAllStartMethods();
 export const isMainProcess = (): boolean => defaultContext.isMainProcess();
+export { setExecutable, setForkserverPreload };
 export { isForkSafe };

@@ -22,7 +22,11 @@ export {
   getAllStartMethods,
   isForkSafe,
   isMainProcess,
+  setExecutable,
+  setForkserverPreload,
 } from './context';
+export { exportRef } from './function_ref';
+export type { FunctionRef } from './function_ref';
 export type { StartMethod } from './context';
 export { Pool, AsyncResult, defaultChunksize } from './pool';
 export type { PoolOptions, ApplyOptions, MapOptions, ImapOptions } from './pool';

@@ -3,18 +3,24 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { inspect } from 'node:util';
 
-import { AssertionError, invalidArgType, ValueError } from './errors';
+import { assertNotBootstrapping } from './_bootstrap';
+import { AssertionError, invalidArgType, NotReferenceableError, ValueError } from './errors';
 import { installWorkerTracking } from './forksafe';
+import { isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
 import { native } from './native';
 import { installTimerGuards } from './popen/child';
-import type { Popen, PopenFactory, ProcessObject } from './popen/types';
+import type { ChildInfo, Popen, PopenFactory, ProcessObject } from './popen/types';
 
 installWorkerTracking();
 installTimerGuards();
 
 export interface ProcessOptions {
-  /** Called in the child with `args`; may return a Promise, which the child awaits. */
-  target?: ((...args: never[]) => unknown) | null;
+  /**
+   * Called in the child with `args`; may return a Promise, which the child awaits. Under the
+   * spawn and forkserver start methods it travels by reference: a function exported by its
+   * module, a `{ module, name }` reference or a 'path/to/module.js#name' string.
+   */
+  target?: ((...args: never[]) => unknown) | FunctionRef | string | null;
   args?: readonly unknown[];
   /** Default 'Process-N' (N counts the processes this process started; nested: 'Process-1:2'). */
   name?: string;
@@ -44,6 +50,7 @@ let startedHere: (p: Process) => boolean;
 
 export class Process {
   #target: ((...args: unknown[]) => unknown) | null;
+  #targetRef: FunctionRef | string | null = null;
   #args: readonly unknown[];
   #name: string;
   #daemon: boolean;
@@ -62,11 +69,17 @@ export class Process {
   constructor(options: ProcessOptions = {}) {
     if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
     const { target = null, args = [], name, daemon, ctx = null } = options;
-    if (target !== null && typeof target !== 'function') throw invalidArgType('target', 'a function', target);
+    if (target !== null && typeof target !== 'function' && typeof target !== 'string' && !isFunctionRef(target)) {
+      throw invalidArgType('target', "a function, a { module, name } reference or a 'file.js#name' string", target);
+    }
     if (!Array.isArray(args)) throw invalidArgType('args', 'an array', args);
     if (name !== undefined && typeof name !== 'string') throw invalidArgType('name', 'of type string', name);
     if (daemon !== undefined && typeof daemon !== 'boolean') throw invalidArgType('daemon', 'of type boolean', daemon);
-    this.#target = target as ((...a: unknown[]) => unknown) | null;
+    if (typeof target === 'function') this.#target = target as (...a: unknown[]) => unknown;
+    else {
+      this.#target = null;
+      this.#targetRef = target;
+    }
     this.#args = [...args];
     this.#ctx = ctx;
     if ((options as { [kMain]?: boolean })[kMain] === true) {
@@ -87,6 +100,9 @@ export class Process {
   /** The child's work; by default calls `target(...args)`. Subclasses may override it. */
   run(): unknown {
     if (this.#target !== null) return this.#target(...this.#args);
+    if (this.#targetRef !== null) {
+      return resolveFunctionRef(toFunctionRef(this.#targetRef, 'fork')).then((fn) => fn(...this.#args));
+    }
     return undefined;
   }
 
@@ -102,6 +118,7 @@ export class Process {
       throw new AssertionError('can only start a process object created by current process');
     }
     if (current.#daemon) throw new AssertionError('daemonic processes are not allowed to have children');
+    assertNotBootstrapping();
     cleanup();
     const factory = popenFor(this.#ctx);
     this.#popen = factory(this.#processObject());
@@ -114,6 +131,26 @@ export class Process {
       daemon: this.#daemon,
       args: this.#args,
       bootstrapChild: (parentSentinel: number, parentPid: number) => self.#bootstrap(parentSentinel, parentPid),
+      childInfo: (method: string) => self.#childInfo(method),
+    };
+  }
+
+  /** What a fresh process (spawn, forkserver) needs to become this one; throws if the target cannot travel. */
+  #childInfo(method: string): ChildInfo {
+    if (this.run !== Process.prototype.run) {
+      throw new NotReferenceableError(
+        `${this.constructor.name} overrides run(), and a '${method}' child cannot rebuild a subclass instance: ` +
+          'pass the work as `target` (an exported function) and its `args` instead',
+      );
+    }
+    const target = this.#targetRef ?? this.#target;
+    return {
+      name: this.#name,
+      identity: this.#identity,
+      daemon: this.#daemon,
+      parentPid: native.getpid(),
+      parentName: current.#name,
+      target: target === null ? null : toFunctionRef(target, method),
     };
   }
 
@@ -130,11 +167,30 @@ export class Process {
     try {
       await this.run();
     } catch (err) {
-      try {
-        fs.writeSync(2, `Process ${this.#name}:\n${inspect(err)}\n`);
-      } catch {
-        // stderr closed: the exit code still tells
-      }
+      reportChildError(this.#name, err);
+      process.exit(1);
+    }
+  }
+
+  /** In a spawn/forkserver child: become the process described by `info` and run its target. */
+  static async runChild(
+    info: ChildInfo,
+    target: ((...a: unknown[]) => unknown) | null,
+    args: readonly unknown[],
+    parentSentinel: number,
+  ): Promise<void> {
+    const p = new Process({ [kMain]: true } as ProcessOptions);
+    p.#name = info.name;
+    p.#identity = [...info.identity];
+    p.#daemon = info.daemon;
+    p.#target = target;
+    p.#args = args;
+    parent = new ParentProcess(info.parentName, info.parentPid, parentSentinel);
+    current = p;
+    try {
+      await p.run();
+    } catch (err) {
+      reportChildError(p.#name, err);
       process.exit(1);
     }
   }
@@ -265,6 +321,15 @@ export class Process {
   }
 }
 
+/** An uncaught error of a child's target: its stack on the child's stderr (the exit code is 1). */
+export function reportChildError(name: string, err: unknown): void {
+  try {
+    fs.writeSync(2, `Process ${name}:\n${inspect(err)}\n`);
+  } catch {
+    // stderr closed: the exit code still tells
+  }
+}
+
 /** parentProcess() in a child: enough of a Process to tell whether the parent lives. */
 export class ParentProcess {
   readonly name: string;
@@ -283,6 +348,8 @@ export class ParentProcess {
   }
 
   isAlive(): boolean {
+    // A pidfd names the parent exactly (a forkserver child's ppid is the server, not its parent).
+    if (this.#sentinel >= 0) return !native.waitReadable(this.#sentinel, 0);
     // Once the parent dies we are re-parented: getppid() changes. No pid-reuse race.
     return native.getppid() === this.pid;
   }

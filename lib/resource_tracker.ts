@@ -107,6 +107,16 @@ export function ensureRunning(): void {
   if (tracker === undefined) tracker = startTracker();
 }
 
+/** The lifeline's write end, for a spawned child to share this process's tracker (-1: none yet). */
+export function lifelineFd(): number {
+  return tracker?.fd ?? -1;
+}
+
+/** In a spawned child: use the tracker of the process that passed its lifeline (as fd `fd`). */
+export function adoptLifeline(fd: number): void {
+  if (tracker === undefined) tracker = { pid: process.pid, trackerPid: undefined, fd };
+}
+
 /** Pid of the tracker process serving this process, if one was started. */
 export function trackerPid(): number | undefined {
   return tracker?.trackerPid;

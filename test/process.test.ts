@@ -552,17 +552,19 @@ describe('contexts and start methods', () => {
     expect(getStartMethod()).toBe('fork');
   });
 
-  it('forkserver and spawn are registered but not available yet', () => {
+  it('forkserver and spawn refuse a closure target at start(), saying how to export it', () => {
     for (const m of ['forkserver', 'spawn'] as const) {
       const ctx = getContext(m);
       expect(ctx.getStartMethod()).toBe(m);
-      const p = new ctx.Process({ target: () => {} });
+      const k = 3;
+      const p = new ctx.Process({ target: () => k });
       try {
         p.start();
         expect.unreachable();
       } catch (e) {
-        expect((e as NodeJS.ErrnoException).code).toBe('ERR_MP_START_METHOD_UNAVAILABLE');
+        expect((e as NodeJS.ErrnoException).code).toBe('ERR_MP_NOT_REFERENCEABLE');
         expect((e as Error).message).toContain(m);
+        expect((e as Error).message).toContain('export');
       }
       expect(p.pid).toBeUndefined();
     }

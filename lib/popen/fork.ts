@@ -20,20 +20,12 @@
 import * as net from 'node:net';
 
 import { assertForkSafe } from '../forksafe';
-import { native, type FdWatchHandle } from '../native';
+import { native } from '../native';
 import { afterForkInChild, detachChild, prepareChildSupport } from './child';
+import { PidPopen, havePidfd, openParentSentinel } from './pid';
 import type { Popen, ProcessObject } from './types';
 
-let pidfdSupport: boolean | undefined;
-/** pidfds (Linux >= 5.3) make exact sentinels; elsewhere a pipe the child holds open. */
-export function havePidfd(): boolean {
-  if (pidfdSupport === undefined) {
-    const fd = native.pidfdOpen(native.getpid());
-    pidfdSupport = fd >= 0;
-    if (fd >= 0) native.close(fd);
-  }
-  return pidfdSupport;
-}
+export { havePidfd };
 
 /** Sockets and servers among the target's arguments (also inside arrays): they stay usable in the child. */
 export function passedHandles(args: readonly unknown[]): Array<net.Socket | net.Server> {
@@ -51,14 +43,8 @@ function handleFd(h: net.Socket | net.Server): number {
   return typeof fd === 'number' && fd >= 0 ? fd : -1;
 }
 
-export class ForkPopen implements Popen {
+export class ForkPopen extends PidPopen {
   readonly method = 'fork';
-  readonly pid: number;
-  readonly sentinel: number;
-  #returncode: number | null = null;
-  #watch: FdWatchHandle | null = null;
-  #waiters = new Set<(code: number | null) => void>();
-  #closed = false;
 
   constructor(proc: ProcessObject) {
     assertForkSafe();
@@ -72,102 +58,14 @@ export class ForkPopen implements Popen {
     if (pid === 0) {
       afterForkInChild(parentPid);
       if (pipe !== null) native.close(pipe[0]);
-      // Race: the parent may already be gone; getppid() tells (we were re-parented), and a pidfd
-      // opened before that check cannot name a recycled pid.
-      let parentFd = havePidfd() ? native.pidfdOpen(parentPid) : -1;
-      if (parentFd >= 0 && native.getppid() !== parentPid) {
-        native.close(parentFd);
-        parentFd = -1;
-      }
+      const parentFd = openParentSentinel(parentPid);
       // Passed sockets stay readable/writable but, like everything inherited, do not keep the
       // child alive by themselves: the target's own lifetime decides (as in CPython), plus any
       // request (a write) still in flight on them.
       detachChild(keepFds, () => proc.bootstrapChild(parentFd, parentPid));
     }
-    this.pid = pid;
-    if (pipe !== null) {
-      native.close(pipe[1]);
-      this.sentinel = pipe[0];
-    } else {
-      // Cannot fail for our own unreaped child (a zombie still has its pid).
-      this.sentinel = native.pidfdOpen(pid);
-    }
-    this.#watch = new native.FdWatch(this.sentinel, () => this.#onReadable());
-    if (proc.daemon) this.#watch.unref();
-  }
-
-  #onReadable(): void {
-    if (this.poll() === null) this.#reap(false);
-  }
-
-  /** Blocking waitpid when the sentinel said the child ended (a pipe's EOF can precede the zombie). */
-  #reap(noHang: boolean): number | null {
-    if (this.#returncode !== null) return this.#returncode;
-    const st = native.waitpid(this.pid, noHang);
-    if (st === null) return null;
-    this.#returncode = st.signal !== null ? -st.signal : (st.exitCode ?? 0);
-    this.#watch?.close();
-    this.#watch = null;
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const w of waiters) w(this.#returncode);
-    return this.#returncode;
-  }
-
-  poll(): number | null {
-    return this.#reap(true);
-  }
-
-  wait(timeoutMs?: number): Promise<number | null> {
-    if (this.poll() !== null) return Promise.resolve(this.#returncode);
-    return new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = (code: number | null): void => {
-        if (timer !== undefined) clearTimeout(timer);
-        this.#waiters.delete(done);
-        resolve(code);
-      };
-      this.#waiters.add(done);
-      if (timeoutMs !== undefined) timer = setTimeout(() => done(null), Math.max(0, timeoutMs));
-    });
-  }
-
-  waitSync(timeoutMs?: number): number | null {
-    if (this.poll() !== null) return this.#returncode;
-    if (this.#closed) return this.#reap(false);
-    const ready = native.waitReadable(this.sentinel, timeoutMs === undefined ? -1 : Math.max(0, timeoutMs));
-    return ready ? this.#reap(false) : null;
-  }
-
-  setRef(ref: boolean): void {
-    if (ref) this.#watch?.ref();
-    else this.#watch?.unref();
-  }
-
-  #signal(sig: number): void {
-    if (this.#returncode !== null) return;
-    try {
-      native.kill(this.pid, sig);
-    } catch (e) {
-      // Already gone (and maybe reaped elsewhere): nothing to signal.
-      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
-    }
-  }
-
-  terminate(): void {
-    this.#signal(15);
-  }
-
-  kill(): void {
-    this.#signal(9);
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#watch?.close();
-    this.#watch = null;
-    native.close(this.sentinel);
+    if (pipe !== null) native.close(pipe[1]);
+    super(pid, pipe !== null ? pipe[0] : -1, proc.daemon);
   }
 }
 

@@ -1,3 +1,4 @@
+import type { FunctionRef } from '../function_ref';
 // What a start method gives Process: a handle on one started child (CPython's Popen objects).
 // popen/fork.ts implements it; forkserver and spawn will implement the same interface.
 
@@ -27,6 +28,19 @@ export interface ProcessObject {
   readonly args: readonly unknown[];
   /** Runs in the child (fork: from the copied heap) with the child's exit status as outcome. */
   bootstrapChild(parentSentinel: number, parentPid: number): Promise<void>;
+  /** For a fresh process (spawn, forkserver); throws NotReferenceableError if the target cannot travel. */
+  childInfo(method: string): ChildInfo;
+}
+
+/** What a spawn/forkserver child is told about the process it becomes (plain data). */
+export interface ChildInfo {
+  name: string;
+  identity: number[];
+  daemon: boolean;
+  parentPid: number;
+  parentName: string;
+  /** The target by reference (null: no target). */
+  target: FunctionRef | null;
 }
 
 export type PopenFactory = (proc: ProcessObject) => Popen;

@@ -2,6 +2,7 @@
 // methods. Unlike fork(), this is safe from any process, threads and all (glibc's posix_spawn
 // uses CLONE_VFORK: the child only execs), so it needs no fork-safety check.
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "../addon.h"
 #include "../errors.h"
+#include "../fd.h"
 
 extern char** environ;
 
@@ -60,12 +62,20 @@ Napi::Value SpawnProgram(const Napi::CallbackInfo& info) {
   if (err != 0) return ThrowErrno(env, err, "posix_spawn_file_actions_init");
   s.actionsOk = true;
 
+  // Race between the mappings themselves: with [3 <- 5, 5 <- 3] the second dup2 would read the
+  // fd the first one just replaced, and dup2(fd, fd) would keep close-on-exec set. So every
+  // source is first duplicated above any target (close-on-exec, closed after the spawn), and
+  // the file actions dup2 from those copies.
   Napi::Array fdMap = info[2].As<Napi::Array>();
+  std::vector<UniqueFd> sources;
   for (uint32_t i = 0; i + 1 < fdMap.Length(); i += 2) {
     int childFd = fdMap.Get(i).As<Napi::Number>().Int32Value();
     int parentFd = fdMap.Get(i + 1).As<Napi::Number>().Int32Value();
-    err = posix_spawn_file_actions_adddup2(&s.actions, parentFd, childFd);
+    UniqueFd copy(fcntl(parentFd, F_DUPFD_CLOEXEC, 64));
+    if (!copy.Valid()) return ThrowErrno(env, errno, "fcntl");
+    err = posix_spawn_file_actions_adddup2(&s.actions, copy.Get(), childFd);
     if (err != 0) return ThrowErrno(env, err, "posix_spawn_file_actions_adddup2");
+    sources.push_back(std::move(copy));
   }
 
   // The new program starts with no blocked signals and default dispositions: Node ignores

@@ -1,0 +1,110 @@
+// The spawn and forkserver start methods on their own (the per-method matrix of every
+// primitive is in test/methods/): a fresh Node process, targets by reference, args by name.
+import { afterEach, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { getContext, Pipe, Queue, type Process } from '../lib/index';
+import { forkserverPid } from '../lib/popen/forkserver';
+import { addAndReport, exitWith, failAsync, sleepForever } from './fixtures/start-targets.mjs';
+
+const fixture = path.join(__dirname, 'fixtures', 'start-targets.mjs');
+const started: Process[] = [];
+function track<P extends Process>(p: P): P {
+  started.push(p);
+  return p;
+}
+afterEach(async () => {
+  for (const p of started.splice(0)) {
+    try {
+      if (p.pid !== undefined && p.exitCode === null) p.kill();
+      await p.join(5000);
+    } catch {
+      /* never started */
+    }
+  }
+});
+
+describe.each(['spawn', 'forkserver'] as const)('%s', (method) => {
+  const ctx = getContext(method);
+
+  it('runs an exported target in a fresh process with a Value, a Queue and a Connection as args', async () => {
+    const v = ctx.Value('i', 1);
+    const q = new Queue<Record<string, unknown>>();
+    const [a, b] = Pipe();
+    const p = track(new ctx.Process({ target: addAndReport, args: [v, q, b, method], name: `worker-${method}` }));
+    p.start();
+    expect(p.pid).toBeGreaterThan(0);
+    b.close();
+    const got = await q.get({ timeout: 10_000 });
+    expect(got).toMatchObject({ tag: method, pid: p.pid, name: `worker-${method}`, parent: process.pid });
+    expect(a.recvSync()).toBe('over the connection');
+    await p.join(10_000);
+    expect(p.exitCode).toBe(0);
+    expect(v.value).toBe(6);
+    q.close();
+    a.close();
+  });
+
+  it('an uncaught error gives exit code 1; process.exit(n) gives n; a signal gives -N', async () => {
+    const e = track(new ctx.Process({ target: failAsync, args: ['bad'] }));
+    const x = track(new ctx.Process({ target: exitWith, args: [7] }));
+    const s = track(new ctx.Process({ target: sleepForever, daemon: true }));
+    e.start();
+    x.start();
+    s.start();
+    await Promise.all([e.join(10_000), x.join(10_000)]);
+    expect(e.exitCode).toBe(1);
+    expect(x.exitCode).toBe(7);
+    expect(s.isAlive()).toBe(true);
+    s.terminate();
+    s.joinSync(10_000);
+    expect(s.exitCode).toBe(-15);
+  });
+
+  it("takes references: { module, name }, 'file#name', and a function exported under another name", async () => {
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mp-ref-')), 'f');
+    const a = track(new ctx.Process({ target: { module: pathToFileURL(fixture).href, name: 'exitWith' }, args: [3] }));
+    const b = track(new ctx.Process({ target: `${fixture}#exitWith`, args: [4] }));
+    const c = track(new ctx.Process({ target: `${fixture}#renamedExport`, args: [out] }));
+    for (const p of [a, b, c]) p.start();
+    for (const p of [a, b, c]) p.joinSync(10_000);
+    expect([a.exitCode, b.exitCode, c.exitCode]).toEqual([3, 4, 0]);
+    expect(fs.readFileSync(out, 'utf8')).toBe('x');
+    fs.rmSync(path.dirname(out), { recursive: true });
+  });
+
+  it('a closure or a missing export is refused at start() with ERR_MP_NOT_REFERENCEABLE', () => {
+    const k = 1;
+    expect(() => new ctx.Process({ target: () => k }).start()).toThrow(expect.objectContaining({ code: 'ERR_MP_NOT_REFERENCEABLE' }));
+    function local(): void {}
+    expect(() => new ctx.Process({ target: local }).start()).toThrow(/export function local/);
+    expect(() => new ctx.Process({ target: 'no-hash-here' }).start()).toThrow(expect.objectContaining({ code: 'ERR_MP_NOT_REFERENCEABLE' }));
+  });
+
+  it('a reference that does not resolve in the child fails the child with exit code 1', async () => {
+    const p = track(new ctx.Process({ target: `${fixture}#noSuchExport` }));
+    p.start();
+    await p.join(10_000);
+    expect(p.exitCode).toBe(1);
+  });
+});
+
+describe('forkserver', () => {
+  it('one server serves every child of this process and is a child of it', async () => {
+    const ctx = getContext('forkserver');
+    const a = track(new ctx.Process({ target: exitWith, args: [0] }));
+    a.start();
+    const server = forkserverPid();
+    expect(server).toBeGreaterThan(0);
+    const b = track(new ctx.Process({ target: exitWith, args: [0] }));
+    b.start();
+    expect(forkserverPid()).toBe(server);
+    expect(fs.readFileSync(`/proc/${server}/stat`, 'utf8').split(' ')[3]).toBe(String(process.pid));
+    // Its children are the server's, not ours.
+    expect(fs.readFileSync(`/proc/${a.pid}/stat`, 'utf8').split(' ')[3]).toBe(String(server));
+    await Promise.all([a.join(10_000), b.join(10_000)]);
+  });
+});
