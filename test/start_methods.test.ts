@@ -1,6 +1,6 @@
 // The spawn and forkserver start methods on their own (the per-method matrix of every
 // primitive is in test/methods/): a fresh Node process, targets by reference, args by name.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -8,7 +8,15 @@ import { pathToFileURL } from 'node:url';
 
 import { getContext, Pipe, Queue, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
-import { addAndReport, exitWith, failAsync, sleepForever } from './fixtures/start-targets.mjs';
+
+type Targets = typeof import('./fixtures/start-targets.mjs');
+let addAndReport: Targets['addAndReport'];
+let exitWith: Targets['exitWith'];
+let failAsync: Targets['failAsync'];
+let sleepForever: Targets['sleepForever'];
+beforeAll(async () => {
+  ({ addAndReport, exitWith, failAsync, sleepForever } = await import('./fixtures/start-targets.mjs'));
+});
 
 const fixture = path.join(__dirname, 'fixtures', 'start-targets.mjs');
 const started: Process[] = [];
