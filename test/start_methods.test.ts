@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { getContext, Pipe, Queue, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
 
-type Targets = typeof import('./fixtures/start-targets.mjs');
+type Targets = typeof import('./fixtures/start-targets.mjs', { with: { 'resolution-mode': 'import' } });
 let addAndReport: Targets['addAndReport'];
 let exitWith: Targets['exitWith'];
 let failAsync: Targets['failAsync'];
