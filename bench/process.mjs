@@ -25,6 +25,25 @@ function growHeap(keep, mb) {
   while (keep.length < mb) keep.push(Array.from({ length: 131072 }, (_, i) => i + 0.5));
 }
 
+/** The target of the spawn/forkserver rows: exported, so a fresh child imports it by reference. */
+export function noop() {}
+
+/** start+join of an exported no-op target under `method` (CPython's forkserver/spawn rows). */
+async function methodStartJoin(mp, method, n) {
+  const ctx = mp.getContext(method);
+  const tot = [];
+  for (let i = 0; i < n; i++) {
+    const p = new ctx.Process({ target: noop });
+    const t0 = now();
+    p.start();
+    await p.join();
+    tot.push(now() - t0);
+    if (p.exitCode !== 0) throw new Error(`child exit code ${p.exitCode}`);
+    p.close();
+  }
+  return median(tot);
+}
+
 async function oursStartJoin(mp, n) {
   const tot = [];
   const st = [];
@@ -132,12 +151,14 @@ await benchMain({
   name: 'process',
   title: 'Process start: trivial child (bench/process.mjs)',
   file: import.meta.url,
-  full: { n_proc: 200, n_slow: 30, n_heap: 40, heap_mb: [50, 500], hot_iters: 600, calls: 20000000, factor_count: 10000 },
-  quick: { n_proc: 20, n_slow: 5, n_heap: 5, heap_mb: [50, 500], hot_iters: 300, calls: 5000000, factor_count: 3000 },
+  full: { n_proc: 200, n_fs: 100, n_spawn: 20, n_slow: 30, n_heap: 40, heap_mb: [50, 500], hot_iters: 600, calls: 20000000, factor_count: 10000 },
+  quick: { n_proc: 20, n_fs: 10, n_spawn: 4, n_slow: 5, n_heap: 5, heap_mb: [50, 500], hot_iters: 300, calls: 5000000, factor_count: 3000 },
   metrics: [
     { key: 'start_ready_ms', label: 'start until the child has run (ours, CPython: joined; others: first message)', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'start_exit_ms', label: 'start until the child exited and was reaped', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'start_call_ms', label: 'of which the start() call', unit: 'ms', better: 'lower', digits: 2 },
+    { key: 'forkserver_ms', label: "start+join, 'forkserver' start method (server already running)", unit: 'ms', better: 'lower', digits: 2 },
+    { key: 'spawn_ms', label: "start+join, 'spawn' start method (a fresh interpreter imports the main module)", unit: 'ms', better: 'lower', digits: 1 },
     { key: 'heap50_ms', label: 'start+join with a 50 MB parent heap', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'heap500_ms', label: 'start+join with a 500 MB parent heap', unit: 'ms', better: 'lower', digits: 2 },
     { key: 'speed_hot', noRatio: true, label: 'child speed: hot loop, time in child / time in parent (1 = same speed)', unit: '×', better: 'lower', digits: 2 },
@@ -173,6 +194,26 @@ await benchMain({
       metrics: ['start_ready_ms', 'start_exit_ms', 'start_call_ms', 'heap50_ms', 'heap500_ms'],
     },
     {
+      id: 'ours_methods',
+      label: 'multiproc Process (forkserver / spawn)',
+      side: 'ours',
+      requires: ['Process', 'getContext'],
+      metrics: ['forkserver_ms', 'spawn_ms'],
+      async run(cfg, rec, mp) {
+        await methodStartJoin(mp, 'forkserver', 3); // starts the server, warm-up
+        await rec.step('forkserver_ms', () => methodStartJoin(mp, 'forkserver', cfg.n_fs));
+        await methodStartJoin(mp, 'spawn', 2);
+        await rec.step('spawn_ms', () => methodStartJoin(mp, 'spawn', cfg.n_spawn));
+      },
+    },
+    {
+      id: 'cpython_methods',
+      label: 'CPython multiprocessing.Process (forkserver / spawn)',
+      side: 'python',
+      script: 'process_methods.py',
+      metrics: ['forkserver_ms', 'spawn_ms'],
+    },
+    {
       id: 'cp_fork',
       label: 'child_process.fork',
       side: 'node',
@@ -194,6 +235,8 @@ await benchMain({
   targets: [
     { metric: 'start_ready_ms', vs: 'cpython', atLeast: 1 },
     { metric: 'start_ready_ms', vs: 'cp_fork', atLeast: 20 },
+    { metric: 'forkserver_ms', vs: 'cpython_methods', atLeast: 1 },
+    { metric: 'spawn_ms', vs: 'cpython_methods', atLeast: 1 },
   ],
   notes: [
     'child speed: every process compiles the workload afresh (unique source, driving loops included); ours runs under --single-threaded (no background JIT threads), the Node alternatives do not',

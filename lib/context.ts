@@ -5,6 +5,7 @@ import { bootstrap } from './_bootstrap';
 import { forkPopen } from './popen/fork';
 import { forkserverPopen, setForkserverPreload } from './popen/forkserver';
 import { setExecutable, spawnPopen } from './popen/spawn';
+import { setStartMethodHooks } from './popen/start';
 import type { PopenFactory } from './popen/types';
 import {
   RawArray,
@@ -235,6 +236,13 @@ const concrete: Record<StartMethod, Context> = {
 };
 
 export const defaultContext = new DefaultContext();
+
+setStartMethodHooks(
+  () => defaultContext.getStartMethod({ allowNone: true }),
+  (m) => {
+    if (METHODS.includes(m as StartMethod)) defaultContext.setStartMethod(m as StartMethod, { force: true });
+  },
+);
 
 setPopenResolver((ctx) => {
   const method = ctx?.getStartMethod() ?? defaultContext.getStartMethod();

@@ -176,7 +176,9 @@ function notReferenceable(
   origin: { script: string; line: number; column: number } | null,
   method: string,
 ): NotReferenceableError {
-  const what = fn.name ? `function '${fn.name}'` : 'an anonymous function';
+  const src = Function.prototype.toString.call(fn);
+  const arrow = !/^(async\s*)?(function\b|class\b)/.test(src) && /^(async\s*)?(\([^)]*\)|[\w$]+)\s*=>/.test(src);
+  const what = arrow ? 'an arrow function' : fn.name ? `function '${fn.name}'` : 'an anonymous function';
   const where = origin ? ` (defined at ${origin.script}:${origin.line + 1}:${origin.column + 1})` : '';
   const eg = fn.name || 'work';
   return new NotReferenceableError(
@@ -184,7 +186,8 @@ function notReferenceable(
       'that imports the function by module and export name. Export it from the top level of its module ' +
       `(export function ${eg}(...) {...} or module.exports.${eg} = ${eg}) and pass the exported function, ` +
       `or pass a reference: { module: '/path/to/module.js', name: '${eg}' } or '/path/to/module.js#${eg}'. ` +
-      'Closures cannot travel: pass the values they capture as args. (The fork start method runs closures.)',
+      'Closures cannot travel: pass the values they capture as args. The fork start method runs closures: ' +
+      'run the program with `npx multiproc app.js` (node --single-threaded) to make fork the default, or use getContext("fork").',
   );
 }
 

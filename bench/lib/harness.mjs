@@ -408,6 +408,9 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
  *          notes?: [strings] }
  */
 export async function benchMain(spec) {
+  // A spawn/forkserver child of a sample imports the bench file as its main module: the bench
+  // must not run again there (the `if __name__ == '__main__'` of the CPython side).
+  if (loadOurs().mod?.isMainProcess?.() === false) return undefined;
   const opts = parseArgs();
   const file = fileURLToPath(spec.file);
   if (opts.child) return childMain(spec, opts);

@@ -22,15 +22,12 @@ function readFrame(reader: InstanceType<typeof native.FrameReader>): Buffer {
 function main(): void {
   const parentPid = Number(process.argv[2]);
   if (process.argv[3] === '1') adoptLifeline(CHILD_FD.lifeline);
-  // The guard idiom `import.meta.url === pathToFileURL(process.argv[1]).href` stays false here:
-  // argv[1] is this script. The user's own arguments follow, as in the parent.
   const reader = new native.FrameReader(CHILD_FD.start, true);
   const header = JSON.parse(readFrame(reader).toString()) as StartHeader;
   const body = readFrame(reader);
   const fds = reader.takeFds();
   reader.dispose();
   native.close(CHILD_FD.start);
-  process.argv.splice(2, process.argv.length - 2, ...header.argv);
   const parentSentinel = openParentSentinel(parentPid);
   void runStart({ header, body, fds }, parentSentinel);
 }

@@ -15,6 +15,7 @@ import { resolveFunctionRef } from '../function_ref';
 import { native } from '../native';
 import { Process, reportChildError } from '../process';
 import { decodeMessage, encodeForChild } from '../reduction';
+import { installFastExit } from './child';
 import type { ChildInfo, ProcessObject } from './types';
 
 export interface StartHeader extends ChildInfo {
@@ -24,6 +25,16 @@ export interface StartHeader extends ChildInfo {
   cwd: string;
   /** The parent's process.argv after the script (user arguments). */
   argv: string[];
+  /** The parent's default start method, which becomes the child's (as CPython's preparation data). */
+  startMethod: string | null;
+}
+
+let defaultMethodOf: () => string | null = () => null;
+let adoptMethod: (m: string) => void = () => {};
+/** @internal context.ts tells how to read and set the default start method (no import cycle). */
+export function setStartMethodHooks(get: () => string | null, set: (m: string) => void): void {
+  defaultMethodOf = get;
+  adoptMethod = set;
 }
 
 export interface StartMessage {
@@ -62,12 +73,17 @@ export function mainModulePath(): string | null {
 /** In a spawned child: the main module of the program it belongs to (grandchildren import it too). */
 let spawnedMain: string | null = null;
 
-/** Node options a fresh child should run with: the parent's, minus those that cannot be shared. */
+/**
+ * Node options a fresh child should run with: the parent's, minus those that cannot be shared
+ * (an inspector port, code given with -e) and --use-largepages (a fork-time saving of the
+ * multiproc bin that costs a fresh process ~15 ms of start-up).
+ */
 export function childExecArgv(): string[] {
   const out: string[] = [];
   const argv = process.execArgv;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
+    if (a.startsWith('--use-largepages')) continue;
     if (/^--(inspect|debug)/.test(a) || /^--(test|watch)/.test(a) || a === '--input-type' || a.startsWith('--input-type=')) {
       if (a === '--input-type') i++;
       continue;
@@ -90,6 +106,7 @@ export function prepareStart(proc: ProcessObject, method: 'spawn' | 'forkserver'
     main: mainModulePath(),
     cwd: process.cwd(),
     argv: process.argv.slice(2),
+    startMethod: defaultMethodOf(),
   };
   const fds: number[] = [];
   const body = encodeForChild(proc.args, fds, method);
@@ -100,6 +117,12 @@ export function prepareStart(proc: ProcessObject, method: 'spawn' | 'forkserver'
 export async function runStart(msg: StartMessage, parentSentinel: number): Promise<void> {
   const { header } = msg;
   bootstrap.spawnedChild = true;
+  // A forkserver child was forked: the fork path already ends it this way.
+  if (header.method === 'spawn') installFastExit();
+  // The guard idiom `import.meta.url === pathToFileURL(process.argv[1]).href` stays false: argv[1]
+  // is this library's entry script. The user's own arguments follow, as in the parent.
+  process.argv.splice(2, process.argv.length - 2, ...header.argv);
+  if (header.startMethod !== null) adoptMethod(header.startMethod);
   spawnedMain = header.main;
   let target: ((...a: unknown[]) => unknown) | null = null;
   let args: readonly unknown[];
