@@ -8,7 +8,6 @@
 // Async reads never touch the libuv thread pool: each Connection has one uv_poll watcher
 // (native Watcher) that is started only while a recv/poll is pending, and a native
 // FrameReader that consumes exactly one frame at a time, never bytes of the next one.
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -607,7 +606,7 @@ export class Listener {
       if (family === 'AF_UNIX') {
         // A private directory (mkdtemp creates it 0700): nobody else can connect or race us.
         this.#tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-'));
-        address = path.join(this.#tmpDir, `listener-${crypto.randomBytes(6).toString('hex')}`);
+        address = path.join(this.#tmpDir, `listener-${lazyCrypto().randomBytes(6).toString('hex')}`);
       } else address = [family === 'AF_INET6' ? '::1' : '127.0.0.1', 0];
     }
     const [host, port] = typeof address === 'string' ? [address, 0] : address;
@@ -797,6 +796,11 @@ async function connectFd(family: Family, host: string, port: number): Promise<nu
   }
 }
 
+/** node:crypto on first use (authentication, Listener names): ~4 ms of every process start otherwise. */
+function lazyCrypto(): typeof import('node:crypto') {
+  return require('node:crypto') as typeof import('node:crypto');
+}
+
 // ---- authentication: CPython 3.12's challenge/response with HMAC-SHA256.
 //
 // The side that delivers sends b'#CHALLENGE#{sha256}' + 40 random bytes; the answering side
@@ -813,19 +817,19 @@ const MESSAGE_LENGTH = 40;
 const AUTH_MAX = 256;
 
 function makeChallenge(): Buffer {
-  return Buffer.concat([DIGEST_PREFIX, crypto.randomBytes(MESSAGE_LENGTH)]);
+  return Buffer.concat([DIGEST_PREFIX, lazyCrypto().randomBytes(MESSAGE_LENGTH)]);
 }
 
 function response(authkey: Buffer, message: Buffer): Buffer {
   if (!message.subarray(0, DIGEST_PREFIX.length).equals(DIGEST_PREFIX)) {
     throw new AuthenticationError('unsupported digest in challenge (only {sha256} is accepted)');
   }
-  return Buffer.concat([DIGEST_PREFIX, crypto.createHmac('sha256', authkey).update(message).digest()]);
+  return Buffer.concat([DIGEST_PREFIX, lazyCrypto().createHmac('sha256', authkey).update(message).digest()]);
 }
 
 function verify(authkey: Buffer, message: Buffer, resp: Buffer): boolean {
   const expected = response(authkey, message);
-  return resp.length === expected.length && crypto.timingSafeEqual(resp, expected);
+  return resp.length === expected.length && lazyCrypto().timingSafeEqual(resp, expected);
 }
 
 async function deliverChallenge(conn: Connection, authkey: Buffer): Promise<void> {

@@ -12,7 +12,6 @@
 // session (a terminal's ^C or a kill of the creator's process group does not reach it), ignoring
 // SIGINT/SIGTERM, unref'd so it never keeps its creator alive. Lines are shorter than PIPE_BUF,
 // so writes from several forked processes never interleave.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { native, nativePath } from './native';
 
@@ -84,6 +83,8 @@ function key(type: ResourceType, name: string): string {
 function startTracker(): TrackerState {
   const [r, w] = native.lifelinePipe();
   try {
+    // node:child_process on first use: most processes never start a tracker themselves.
+    const { spawn } = require('node:child_process') as typeof import('node:child_process');
     const child = spawn(process.execPath, ['-e', TRACKER_SOURCE, nativePath], {
       stdio: [r, 'ignore', 'inherit'],
       detached: true,

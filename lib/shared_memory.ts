@@ -4,7 +4,6 @@
 // queues for their rings): createSegment / attachSegment / unlinkSegment give a SharedArrayBuffer
 // over a named segment. Names are unguessable (`/mp-` + 64 random bits), created with O_EXCL and
 // mode 0600, and registered with the resource tracker before they exist.
-import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { ValueError, invalidArgType, invalidArgValue } from './errors';
 import { native } from './native';
@@ -33,7 +32,8 @@ let poolAt = 0;
 let poolPid = 0;
 export function randomName(): string {
   if (poolPid !== process.pid || poolAt + 8 > pool.length) {
-    pool = randomBytes(512);
+    // node:crypto is loaded on first use: ~4 ms of every process start otherwise.
+    pool = (require('node:crypto') as typeof import('node:crypto')).randomBytes(512);
     poolAt = 0;
     poolPid = process.pid;
   }
