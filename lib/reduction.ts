@@ -115,7 +115,7 @@ export function spawningMethod(): string | null {
 }
 
 /** Encodes what a spawn/forkserver child starts from: handles may check spawningMethod(). */
-export function encodeForChild(value: unknown, fds: number[], method: string): Buffer {
+export function encodeForChild(value: unknown, fds: number[] | null, method: string): Buffer {
   const outer = spawning;
   spawning = method;
   try {

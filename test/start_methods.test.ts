@@ -14,8 +14,9 @@ let addAndReport: Targets['addAndReport'];
 let exitWith: Targets['exitWith'];
 let failAsync: Targets['failAsync'];
 let sleepForever: Targets['sleepForever'];
+let addAndPut: Targets['addAndPut'];
 beforeAll(async () => {
-  ({ addAndReport, exitWith, failAsync, sleepForever } = await import('./fixtures/start-targets.mjs'));
+  ({ addAndReport, exitWith, failAsync, sleepForever, addAndPut } = await import('./fixtures/start-targets.mjs'));
 });
 
 const fixture = path.join(__dirname, 'fixtures', 'start-targets.mjs');
@@ -114,5 +115,40 @@ describe('forkserver', () => {
     // Its children are the server's, not ours.
     expect(fs.readFileSync(`/proc/${a.pid}/stat`, 'utf8').split(' ')[3]).toBe(String(server));
     await Promise.all([a.join(10_000), b.join(10_000)]);
+  });
+});
+
+describe('spawn over the Windows transport (child_process + a plain pipe, run here on POSIX)', () => {
+  it('runs a target with a Value and a Queue; a Connection among the args is refused', async () => {
+    const { usePipeTransport } = await import('../lib/popen/spawn');
+    const ctx = getContext('spawn');
+    usePipeTransport(true);
+    try {
+      const v = ctx.Value('i', 1);
+      const q = new Queue<Record<string, unknown>>();
+      const [a, b] = Pipe();
+      expect(() => new ctx.Process({ target: addAndReport, args: [v, q, b, 'win'] }).start()).toThrow(
+        expect.objectContaining({ code: 'ERR_MP_CANNOT_PASS_FD' }),
+      );
+      const x = track(new ctx.Process({ target: exitWith, args: [5] }));
+      x.start();
+      await x.join(10_000);
+      expect(x.exitCode).toBe(5);
+      const e = track(new ctx.Process({ target: failAsync, args: ['on the pipe transport'] }));
+      e.start();
+      await e.join(10_000);
+      expect(e.exitCode).toBe(1);
+      const ok = track(new ctx.Process({ target: addAndPut, args: [v, q, 41], name: 'over-a-pipe' }));
+      ok.start();
+      expect(await q.get({ timeout: 10_000 })).toEqual(['added', 41, 'over-a-pipe']);
+      await ok.join(10_000);
+      expect(ok.exitCode).toBe(0);
+      expect(v.value).toBe(42);
+      a.close();
+      b.close();
+      q.close();
+    } finally {
+      usePipeTransport(false);
+    }
   });
 });

@@ -11,6 +11,7 @@ import { libraryDir } from '../function_ref';
 import { native } from '../native';
 import { lifelineFd } from '../resource_tracker';
 import { PidPopen, havePidfd } from './pid';
+import { WinSpawnPopen } from './spawn_win';
 import { childExecArgv, prepareStart, type StartMessage } from './start';
 import type { Popen, ProcessObject } from './types';
 
@@ -86,6 +87,13 @@ export class SpawnPopen extends PidPopen {
   }
 }
 
+let pipeTransport = process.platform === 'win32';
+/** @internal Tests run the Windows transport on POSIX (it needs nothing Windows-only). */
+export function usePipeTransport(on: boolean): void {
+  pipeTransport = on || process.platform === 'win32';
+}
+
 export function spawnPopen(proc: ProcessObject): Popen {
-  return new SpawnPopen(proc);
+  // The platform seam: Windows has no posix_spawn, pidfds or descriptor passing.
+  return pipeTransport ? new WinSpawnPopen(proc, executable) : new SpawnPopen(proc);
 }

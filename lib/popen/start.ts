@@ -99,7 +99,7 @@ export function childExecArgv(): string[] {
 }
 
 /** Parent side: the header and encoded args for `proc` (throws if the target or an arg cannot travel). */
-export function prepareStart(proc: ProcessObject, method: 'spawn' | 'forkserver'): StartMessage {
+export function prepareStart(proc: ProcessObject, method: 'spawn' | 'forkserver', canPassFds = true): StartMessage {
   const header: StartHeader = {
     ...proc.childInfo(method),
     method,
@@ -109,7 +109,7 @@ export function prepareStart(proc: ProcessObject, method: 'spawn' | 'forkserver'
     startMethod: defaultMethodOf(),
   };
   const fds: number[] = [];
-  const body = encodeForChild(proc.args, fds, method);
+  const body = encodeForChild(proc.args, canPassFds ? fds : null, method);
   return { header, body, fds };
 }
 
