@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 
 import { getContext, Pipe, Queue, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
+import { usePipeTransport } from '../lib/popen/spawn';
 
 type Targets = typeof import('./fixtures/start-targets.mjs', { with: { 'resolution-mode': 'import' } });
 let addAndReport: Targets['addAndReport'];
@@ -120,7 +121,6 @@ describe('forkserver', () => {
 
 describe('spawn over the Windows transport (child_process + a plain pipe, run here on POSIX)', () => {
   it('runs a target with a Value and a Queue; a Connection among the args is refused', async () => {
-    const { usePipeTransport } = await import('../lib/popen/spawn');
     const ctx = getContext('spawn');
     usePipeTransport(true);
     try {
