@@ -19,8 +19,16 @@ import { decodeMessage, encodeMessage, reduceHandle, registerRebuilder, type Red
 const READABLE = 1;
 const WRITABLE = 2;
 
+// Adaptive spinning before an async read parks (glibc's adaptive mutexes, Go's scheduler do the
+// same). Parking costs an event-loop wake-up when the data comes (~15-25 µs on this VM, on top
+// of the kernel's cross-process wake-up); a peer that answers within tens of µs is cheaper to
+// wait for by polling the socket. A read spins only while the previous parked read was answered
+// within SPIN_ENABLE_US, and at most SPIN_US: a slow peer costs one failed spin, then none.
+const SPIN_US = 50;
+const SPIN_ENABLE_US = 100;
+
 type ReadOp =
-  | { kind: 'obj'; resolve: (v: unknown) => void; reject: (e: unknown) => void }
+  | { kind: 'obj'; resolve: (v: unknown) => void; reject: (e: unknown) => void; since: number }
   | { kind: 'bytes'; maxLength: number; resolve: (v: Buffer) => void; reject: (e: unknown) => void }
   | { kind: 'into'; target: Uint8Array; offset: number; resolve: (n: number) => void; reject: (e: unknown) => void };
 
@@ -73,6 +81,8 @@ export class Connection<T = unknown> {
   #pollers = new Set<PollWaiter>();
   #closed = false;
   #pid = process.pid;
+  /** Whether the next async recv() spins before parking (see SPIN_US). */
+  #spin = false;
 
   constructor(fd: number, opts: ConnectionOptions = {}) {
     if (typeof fd !== 'number' || !Number.isInteger(fd)) throw invalidArgType('fd', 'an integer', fd);
@@ -162,7 +172,18 @@ export class Connection<T = unknown> {
 
   recvSync(): T {
     this.#checkReadable();
-    const r = this.#getReader().readSync(-1);
+    const reader = this.#getReader();
+    let r = reader.tryRead();
+    if (r === null && this.#spin && this.#ops.length === 0) {
+      const deadline = performance.now() + SPIN_US / 1000;
+      while ((r = reader.tryRead()) === null && performance.now() < deadline);
+    }
+    if (r === null) {
+      // Blocking: the same adaptation as recv() (a quick answer enables spinning next time).
+      const since = performance.now();
+      r = reader.readSync(-1);
+      this.#spin = performance.now() - since < SPIN_ENABLE_US / 1000;
+    }
     return this.#finishObj(r);
   }
 
@@ -194,17 +215,24 @@ export class Connection<T = unknown> {
     } catch (e) {
       return Promise.reject(e);
     }
-    // Fast path: a complete frame is already there and nobody is queued before us.
+    // Fast path: a complete frame is already there (or arrives while we spin) and nobody is
+    // queued before us.
     if (this.#ops.length === 0) {
       try {
-        const r = this.#getReader().tryRead();
+        const reader = this.#getReader();
+        let r = reader.tryRead();
+        if (r === null && this.#spin) {
+          const deadline = performance.now() + SPIN_US / 1000;
+          while ((r = reader.tryRead()) === null && performance.now() < deadline);
+          if (r === null) this.#spin = false; // a slow answer: park, and let it decide again
+        }
         if (r !== null) return Promise.resolve(this.#finishObj(r));
       } catch (e) {
         return Promise.reject(e);
       }
     }
     return new Promise<T>((resolve, reject) => {
-      this.#ops.push({ kind: 'obj', resolve: resolve as (v: unknown) => void, reject });
+      this.#ops.push({ kind: 'obj', resolve: resolve as (v: unknown) => void, reject, since: performance.now() });
       this.#pump();
     });
   }
@@ -278,7 +306,11 @@ export class Connection<T = unknown> {
       if (r === null) break;
       this.#ops.shift();
       try {
-        if (op.kind === 'obj') op.resolve(this.#finishObj(r));
+        if (op.kind === 'obj') {
+          // The only read in flight was answered quickly: spin for the next one.
+          if (this.#ops.length === 0) this.#spin = performance.now() - op.since < SPIN_ENABLE_US / 1000;
+          op.resolve(this.#finishObj(r));
+        }
         else if (op.kind === 'bytes') op.resolve(this.#finishBytes(r, op.maxLength));
         else op.resolve(this.#finishInto(r, op.target, op.offset));
       } catch (e) {

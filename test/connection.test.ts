@@ -312,6 +312,35 @@ describe('across processes', () => {
     expect(p.exitCode).toBe(0);
   });
 
+  it('after quick answers (reads spin briefly), a slow answer still arrives, async and Sync', async () => {
+    const [a, b] = track(...Pipe());
+    const p = new Process({
+      target: async () => {
+        a.close();
+        for (let i = 0; i < 50; i++) b.send(await b.recv()); // quick echoes: the parent's reads spin
+        await new Promise((r) => setTimeout(r, 150));
+        b.send('slow');
+        await new Promise((r) => setTimeout(r, 150));
+        b.send('slow again');
+        b.close();
+      },
+    });
+    procs.push(p);
+    p.start();
+    b.close();
+    for (let i = 0; i < 50; i++) {
+      a.send(i);
+      expect(i % 2 ? a.recvSync() : await a.recv()).toBe(i);
+    }
+    const t0 = performance.now();
+    expect(await a.recv()).toBe('slow');
+    expect(a.recvSync()).toBe('slow again');
+    expect(performance.now() - t0).toBeGreaterThan(250);
+    await expect(a.recv()).rejects.toBeInstanceOf(EOFError);
+    await p.join(10_000);
+    expect(p.exitCode).toBe(0);
+  });
+
   it('a forked Process child uses an inherited connection and a connection sent to it', async () => {
     const [parentEnd, childEnd] = track(...Pipe());
     const [side1, side2] = track(...Pipe());
