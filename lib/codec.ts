@@ -36,22 +36,35 @@ export class Encoder {
   #total = 0;
   #seen: Set<object> | null = null;
 
+  // The result of finish() and its chunk list are reused by the next message (like the scratch
+  // bytes they point into), and so are views of the scratch's first bytes: a stream of small
+  // items then encodes without allocating (a third of a small queue put was garbage).
+  #result: { chunks: Uint8Array[]; length: number } = { chunks: this.#chunks, length: 0 };
+  #heads: Array<Uint8Array | undefined> = [];
+
   begin(): void {
     this.#pos = 0;
     this.#start = 0;
-    this.#chunks = [];
+    this.#chunks.length = 0;
     this.#total = 0;
     this.#seen = null;
   }
 
-  /** The encoded chunks and their total length. */
+  /** The encoded chunks and their total length (valid until the next begin()). */
   finish(): { chunks: Uint8Array[]; length: number } {
     if (this.#pos > this.#start) {
-      this.#chunks.push(this.#buf.subarray(this.#start, this.#pos));
+      let view: Uint8Array | undefined;
+      if (this.#start === 0 && this.#pos < 256) {
+        view = this.#heads[this.#pos] ??= this.#buf.subarray(0, this.#pos);
+      } else {
+        view = this.#buf.subarray(this.#start, this.#pos);
+      }
+      this.#chunks.push(view);
       this.#total += this.#pos - this.#start;
       this.#start = this.#pos;
     }
-    return { chunks: this.#chunks, length: this.#total };
+    this.#result.length = this.#total;
+    return this.#result;
   }
 
   /** Appends raw bytes (copied if small, referenced if large). */
@@ -87,6 +100,7 @@ export class Encoder {
     const size = Math.max(this.#buf.length * 2, n + 1024);
     this.#buf = Buffer.allocUnsafeSlow(size);
     this.#dv = new DataView(this.#buf.buffer, this.#buf.byteOffset, this.#buf.length);
+    this.#heads = []; // views of the old scratch
     this.#pos = 0;
     this.#start = 0;
   }
