@@ -75,8 +75,8 @@ let spawnedMain: string | null = null;
 
 /**
  * Node options a fresh child should run with: the parent's, minus those that cannot be shared
- * (an inspector port, code given with -e) and --use-largepages (a fork-time saving of the
- * multiproc bin that costs a fresh process ~15 ms of start-up).
+ * (an inspector port, code given with -e), and the multiproc bin's fork-time additions: its
+ * --use-largepages (which costs a fresh process ~15 ms of start-up) and its preload.
  */
 export function childExecArgv(): string[] {
   const out: string[] = [];
@@ -84,6 +84,11 @@ export function childExecArgv(): string[] {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a.startsWith('--use-largepages')) continue;
+    // The bin's preload of this library: a fresh child loads the library first thing anyway.
+    if ((a === '--require' || a === '-r') && /[\\/]dist[\\/]preload\.js$/.test(argv[i + 1] ?? '')) {
+      i++;
+      continue;
+    }
     if (/^--(inspect|debug)/.test(a) || /^--(test|watch)/.test(a) || a === '--input-type' || a.startsWith('--input-type=')) {
       if (a === '--input-type') i++;
       continue;
