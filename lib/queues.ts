@@ -173,7 +173,7 @@ export class Queue<T = unknown> {
       const len = this.#dv.getUint32(off, true);
       if (this.#dv.getUint32(off + 4, true) === K_SIDE) {
         try {
-          unlinkSegment(this.#buf.toString('latin1', off + 8, off + 8 + len));
+          unlinkSegment(this.#buf.toString('latin1', off + 8, off + 8 + len), { lineage: true });
         } catch {
           // taken meanwhile
         }
@@ -189,17 +189,33 @@ export class Queue<T = unknown> {
     this.#checkClosed();
     const enc = this.#encode(item);
     const end = deadline(timeout);
-    for (;;) {
-      const seq = Atomics.load(this.#w, SPACE_SEQ);
-      if (this.#tryPut(enc)) return;
-      if (!block) throw new Full();
-      const left = end - Date.now();
-      if (left <= 0) throw new Full();
-      Atomics.add(this.#w, SPACE_WAITERS, 1);
+    try {
+      for (;;) {
+        const seq = Atomics.load(this.#w, SPACE_SEQ);
+        if (this.#tryPut(enc)) return;
+        if (!block) throw new Full();
+        const left = end - Date.now();
+        if (left <= 0) throw new Full();
+        Atomics.add(this.#w, SPACE_WAITERS, 1);
+        try {
+          waitWordSync(this.#w, SPACE_SEQ, seq, left === Infinity ? undefined : left);
+        } finally {
+          Atomics.sub(this.#w, SPACE_WAITERS, 1);
+        }
+      }
+    } catch (e) {
+      this.#dropSide(enc);
+      throw e;
+    }
+  }
+
+  /** A put that failed (Full, timeout, closed): its side segment, if any, is nobody's. */
+  #dropSide(enc: Encoded | undefined): void {
+    if (enc?.side) {
       try {
-        waitWordSync(this.#w, SPACE_SEQ, seq, left === Infinity ? undefined : left);
-      } finally {
-        Atomics.sub(this.#w, SPACE_WAITERS, 1);
+        unlinkSegment(enc.side.name, { lineage: true });
+      } catch {
+        // already gone
       }
     }
   }
@@ -209,7 +225,7 @@ export class Queue<T = unknown> {
     // is a third of the cost of a small put.
     let block: boolean;
     let timeout: number | undefined;
-    let enc: Encoded;
+    let enc: Encoded | undefined;
     try {
       ({ block, timeout } = checkOpts(opts));
       this.#checkClosed();
@@ -217,6 +233,7 @@ export class Queue<T = unknown> {
       if (this.#tryPut(enc)) return RESOLVED;
       if (!block) throw new Full();
     } catch (e) {
+      this.#dropSide(enc);
       return Promise.reject(e);
     }
     return this.#putSlow(enc, timeout);
@@ -228,18 +245,23 @@ export class Queue<T = unknown> {
     // reference until the put completes (CPython also serializes a put item after put returns).
     const own = { chunks: enc.chunks.map((c) => (c.length < 4096 ? Buffer.from(c) : c)), length: enc.length, side: enc.side };
     const end = deadline(timeout);
-    for (;;) {
-      const seq = Atomics.load(this.#w, SPACE_SEQ);
-      if (this.#tryPut(own)) return;
-      const left = end - Date.now();
-      if (left <= 0) throw new Full();
-      Atomics.add(this.#w, SPACE_WAITERS, 1);
-      try {
-        await waitWord(this.#w, SPACE_SEQ, seq, { timeout: left === Infinity ? undefined : left });
-      } finally {
-        Atomics.sub(this.#w, SPACE_WAITERS, 1);
+    try {
+      for (;;) {
+        const seq = Atomics.load(this.#w, SPACE_SEQ);
+        if (this.#tryPut(own)) return;
+        const left = end - Date.now();
+        if (left <= 0) throw new Full();
+        Atomics.add(this.#w, SPACE_WAITERS, 1);
+        try {
+          await waitWord(this.#w, SPACE_SEQ, seq, { timeout: left === Infinity ? undefined : left });
+        } finally {
+          Atomics.sub(this.#w, SPACE_WAITERS, 1);
+        }
+        this.#checkClosed();
       }
-      this.#checkClosed();
+    } catch (e) {
+      this.#dropSide(own);
+      throw e;
     }
   }
 
@@ -252,9 +274,10 @@ export class Queue<T = unknown> {
     const { chunks, length } = enc;
     // The encoder's reused result, valid until the next encode (as the bytes it points to).
     if (8 + length <= this.#cap / 2) return enc as { chunks: Uint8Array[]; length: number; side: null };
-    // Side channel: the item goes into its own segment, the ring carries its name. Untracked:
-    // the consumer unlinks it (the producer may have exited by then).
-    const seg = createSegment(length, { track: false });
+    // Side channel: the item goes into its own segment, the ring carries its name. The consumer
+    // unlinks it (the producer may have exited by then); if the whole process tree dies with
+    // the item still queued, the resource tracker does.
+    const seg = createSegment(length, { track: 'lineage' });
     const b = Buffer.from(seg.sab, 0, length);
     let off = 0;
     for (const c of chunks) {
@@ -440,7 +463,7 @@ export class Queue<T = unknown> {
     }
     if (side !== null) {
       try {
-        unlinkSegment(side);
+        unlinkSegment(side, { lineage: true });
       } catch {
         // already removed
       }

@@ -186,6 +186,20 @@ export function unregister(name: string, type: ResourceType): void {
   send(line_('U', type, name));
 }
 
+/**
+ * Announces a name that belongs to the whole lineage rather than to this process (a queue's
+ * side-channel item, which outlives its producer until a consumer takes it): nobody unlinks it
+ * at exit; the tracker does once every process sharing it is gone, unless it was withdrawn.
+ */
+export function announce(name: string, type: ResourceType): void {
+  send(line_('R', type, name));
+}
+
+/** Withdraws an announced name (its object was unlinked, by whichever process). */
+export function withdraw(name: string, type: ResourceType): void {
+  send(line_('U', type, name));
+}
+
 /** Is `name` tracked for cleanup by this process lineage? (tests) */
 export function isTracked(name: string, type: ResourceType): boolean {
   return created.has(key(type, name));

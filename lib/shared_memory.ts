@@ -47,9 +47,21 @@ function toPosixName(name: string): string {
 
 /**
  * Creates a new segment of `size` bytes (zero-filled), exclusively: a random name unless one is
- * given. Tracked (unlinked at exit or by the tracker) unless `track` is false.
+ * given. Tracked (unlinked at exit or by the tracker) unless `track` is false; 'lineage': only
+ * the tracker unlinks it, when the whole process tree is gone (see resource_tracker.announce).
  */
-export function createSegment(size: number, opts?: { name?: string | undefined; track?: boolean }): Segment {
+export function createSegment(size: number, opts?: { name?: string | undefined; track?: boolean | 'lineage' }): Segment {
+  if (opts?.track === 'lineage') {
+    const name = opts.name !== undefined ? toPosixName(opts.name) : randomName();
+    // Announced before it exists, as a tracked random name (a kill in between leaks nothing).
+    tracker.announce(name, 'shared_memory');
+    try {
+      return createSegment(size, { name, track: false });
+    } catch (e) {
+      tracker.withdraw(name, 'shared_memory');
+      throw e;
+    }
+  }
   const track = opts?.track ?? true;
   const chosen = opts?.name !== undefined;
   for (;;) {
@@ -99,12 +111,13 @@ export function attachSegment(name: string, minSize?: number): Segment {
 }
 
 /** Unlinks a segment and withdraws it from the tracker. ENOENT if it is already gone. */
-export function unlinkSegment(name: string): void {
+export function unlinkSegment(name: string, opts?: { lineage?: boolean }): void {
   const posix = toPosixName(name);
   try {
     native.shmUnlink(posix);
   } finally {
-    tracker.unregister(posix, 'shared_memory');
+    if (opts?.lineage) tracker.withdraw(posix, 'shared_memory');
+    else tracker.unregister(posix, 'shared_memory');
   }
 }
 

@@ -109,6 +109,45 @@ describe('Queue in one process', () => {
     expect(shmNames().filter((n) => !before.includes(n))).toEqual([]);
   });
 
+  it('a side-channel item left by a SIGKILLed process tree is unlinked by the resource tracker', async () => {
+    // A separate program (its own tracker): a forked producer puts a big item, then the whole
+    // tree is SIGKILLed before anyone takes it.
+    const dist = path.join(ensureDist(), 'index.js');
+    const code = `
+      const fs = require('fs');
+      const m = require(${JSON.stringify(dist)});
+      const before = new Set(fs.readdirSync('/dev/shm'));
+      const q = new m.Queue(0, { capacity: 64 * 1024 });
+      const p = new m.Process({ target: () => q.putSync(Buffer.alloc(256 * 1024, 7)) });
+      p.start();
+      p.joinSync();
+      const mine = fs.readdirSync('/dev/shm').filter((n) => !before.has(n) && n.startsWith('mp-'));
+      process.stdout.write(JSON.stringify(mine) + '\\n', () => process.kill(process.pid, 'SIGKILL'));
+    `;
+    const ch = spawn(process.execPath, ['--single-threaded', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    ch.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const sig = await new Promise((r) => ch.on('exit', (_c, s) => r(s)));
+    expect(sig).toBe('SIGKILL');
+    const names = JSON.parse(out.trim()) as string[];
+    expect(names.length).toBeGreaterThanOrEqual(2); // the ring, the side item (and arenas)
+    const deadlineAt = Date.now() + 10_000;
+    while (names.some((n) => fs.existsSync(`/dev/shm/${n}`)) && Date.now() < deadlineAt) await new Promise((r) => setTimeout(r, 50));
+    expect(names.filter((n) => fs.existsSync(`/dev/shm/${n}`))).toEqual([]);
+  });
+
+  it('a put that fails (Full) leaves no side segment behind', async () => {
+    const q = new Queue(1, { capacity: 64 * 1024 });
+    q.putSync('fills maxsize');
+    const before = shmNames();
+    expect(() => q.putSync(Buffer.alloc(128 * 1024), { block: false })).toThrow(Full);
+    expect(() => q.putSync(Buffer.alloc(128 * 1024), { timeout: 10 })).toThrow(Full);
+    await expect(q.put(Buffer.alloc(128 * 1024), { timeout: 10 })).rejects.toBeInstanceOf(Full);
+    await expect(q.put(Buffer.alloc(128 * 1024), { block: false })).rejects.toBeInstanceOf(Full);
+    expect(shmNames().filter((n) => !before.includes(n))).toEqual([]);
+    expect(q.getSync()).toBe('fills maxsize');
+  });
+
   it('wraps around the ring many times without losing or reordering items', () => {
     const q = new Queue(0, { capacity: 64 * 1024 });
     let next = 0;
