@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { invalidArgType } from '../errors';
 import { libraryDir } from '../function_ref';
 import { native } from '../native';
-import { lifelineFd } from '../resource_tracker';
+import { ensureRunning, lifelineFd } from '../resource_tracker';
 import { PidPopen, havePidfd } from './pid';
 import { WinSpawnPopen } from './spawn_win';
 import { childExecArgv, prepareStart, type StartMessage } from './start';
@@ -60,7 +60,9 @@ export class SpawnPopen extends PidPopen {
     const pipe = havePidfd() ? null : native.pipe();
     const fdMap = [CHILD_FD.start, theirs];
     if (pipe !== null) fdMap.push(CHILD_FD.sentinel, pipe[1]);
-    // The child shares this process's resource tracker (its lifeline), as CPython passes its fd.
+    // The child shares this process's resource tracker (its lifeline), as CPython passes its fd:
+    // objects one of them creates and the other unlinks are announced to the same tracker.
+    ensureRunning();
     const lifeline = lifelineFd();
     if (lifeline >= 0) fdMap.push(CHILD_FD.lifeline, lifeline);
     let pid: number;
