@@ -2,6 +2,9 @@
 import { MultiprocError, RuntimeError, ValueError, invalidArgType } from './errors';
 import { isForkSafe } from './forksafe';
 import { bootstrap } from './_bootstrap';
+import { noteContext, setDefaultMethodReader } from './_spawning';
+import { Pipe, type Connection } from './connection';
+import { JoinableQueue, Queue, SimpleQueue, type QueueOptions } from './queues';
 import { forkPopen } from './popen/fork';
 import { forkserverPopen, setForkserverPreload } from './popen/forkserver';
 import { setExecutable, spawnPopen } from './popen/spawn';
@@ -100,38 +103,58 @@ export abstract class BaseContext {
     return this.#ProcessClass;
   }
 
-  // ---- synchronization and shared ctypes (lib/synchronize.ts, lib/sharedctypes.ts). The same for
-  // every start method: the objects live in shared memory and can be reopened by name.
+  // ---- synchronization, shared ctypes and queues (lib/synchronize.ts, lib/sharedctypes.ts,
+  // lib/queues.ts). The objects live in shared memory and can be reopened by name; each records
+  // the start method of the context that made it (a fork-context one cannot go to a spawn child).
+  #made<O extends object>(obj: O): O {
+    const method = this.getStartMethod();
+    noteContext(obj, method);
+    const lock = (obj as { getLock?: () => object }).getLock?.();
+    if (lock !== undefined) noteContext(lock, method);
+    return obj;
+  }
   Lock(): Lock {
-    return new Lock();
+    return this.#made(new Lock());
   }
   RLock(): RLock {
-    return new RLock();
+    return this.#made(new RLock());
   }
   Semaphore(value?: number): Semaphore {
-    return new Semaphore(value);
+    return this.#made(new Semaphore(value));
   }
   BoundedSemaphore(value?: number): BoundedSemaphore {
-    return new BoundedSemaphore(value);
+    return this.#made(new BoundedSemaphore(value));
   }
   Event(): Event {
-    return new Event();
+    return this.#made(new Event());
   }
   Condition(lock?: Lock | RLock): Condition {
-    return new Condition(lock);
+    return this.#made(new Condition(lock));
   }
   Barrier(parties: number, options?: BarrierOptions): Barrier {
-    return new Barrier(parties, options);
+    return this.#made(new Barrier(parties, options));
   }
   Value<T extends Typecode>(typecode: T, initial?: ValueOf<T> | number | bigint, options?: LockOption): SynchronizedValue<T> | SharedValue<T> {
-    return Value(typecode, initial, options);
+    return this.#made(Value(typecode, initial, options));
   }
   Array<T extends Typecode>(
     typecode: T,
     sizeOrInit: number | Iterable<ValueOf<T> | number | bigint> | string,
     options?: LockOption,
   ): SynchronizedArray<T> | TypedArrayOf<T> {
-    return SharedArray(typecode, sizeOrInit, options);
+    return this.#made(SharedArray(typecode, sizeOrInit, options));
+  }
+  Queue<T = unknown>(maxsize?: number, options?: QueueOptions): Queue<T> {
+    return this.#made(new Queue<T>(maxsize, options));
+  }
+  JoinableQueue<T = unknown>(maxsize?: number, options?: QueueOptions): JoinableQueue<T> {
+    return this.#made(new JoinableQueue<T>(maxsize, options));
+  }
+  SimpleQueue<T = unknown>(options?: QueueOptions): SimpleQueue<T> {
+    return this.#made(new SimpleQueue<T>(options));
+  }
+  Pipe<T = unknown>(options?: { duplex?: boolean }): [Connection<T>, Connection<T>] {
+    return Pipe<T>(options);
   }
   RawValue<T extends Typecode>(typecode: T, initial?: ValueOf<T> | number | bigint): SharedValue<T> {
     return RawValue(typecode, initial);
@@ -236,6 +259,8 @@ const concrete: Record<StartMethod, Context> = {
 };
 
 export const defaultContext = new DefaultContext();
+
+setDefaultMethodReader(() => defaultContext.getStartMethod());
 
 setStartMethodHooks(
   () => defaultContext.getStartMethod({ allowNone: true }),

@@ -30,6 +30,7 @@ import { attachSegment, createSegment, unlinkSegment, kReduce, SharedMemory, typ
 import { rebuildShared } from './sharedctypes';
 import { native } from './native';
 import { Lock, rebuild, type SyncDescription } from './synchronize';
+import { noteContext } from './_spawning';
 
 // Header words (int32), one 64-byte cache line per writer so that a producer and a consumer on
 // two cores do not invalidate each other's line on every item (false sharing halved the rate):
@@ -153,6 +154,7 @@ export class Queue<T = unknown> {
     this.#buf = Buffer.from(this.#seg.sab, HEADER, this.#cap);
     this.#dv = new DataView(this.#seg.sab, HEADER, this.#cap);
     if (!restored) registerCreated(this);
+    noteContext(this, restored ? null : undefined);
   }
 
   /**

@@ -21,6 +21,7 @@ import { Decoder, Encoder } from './codec';
 import { ValueError } from './errors';
 import { native } from './native';
 import { kReduce } from './shared_memory';
+import { assertSpawnable } from './_spawning';
 
 /** The method an object implements to be sent to another process. */
 export const reduceHandle: unique symbol = Symbol.for('multiproc.reduce') as never;
@@ -200,6 +201,7 @@ function substitute(v: unknown, out: Reduced[], ctx: ReduceContext, memo: Map<ob
   const m = memo.get(v);
   if (m !== undefined) return m;
   if (isReducible(v) || isDescribable(v)) {
+    if (spawning !== null) assertSpawnable(v, spawning);
     const r = isReducible(v) ? v[reduceHandle](ctx) : { type: DESCRIBED, state: v[kReduce]() };
     out.push(r);
     const ph = { [PLACEHOLDER]: out.length - 1 };

@@ -10,6 +10,7 @@ import { inspect } from 'node:util';
 import { invalidArgType } from './errors';
 import { allocate, attachBlock, blockRef, type Block, type BlockRef } from './heap';
 import { kReduce } from './shared_memory';
+import { sameContextAs } from './_spawning';
 import { Lock, RLock, type AcquireOptions, type AsyncAcquireOptions } from './synchronize';
 
 export type IntTypecode = 'b' | 'B' | 'h' | 'H' | 'i' | 'I';
@@ -218,6 +219,7 @@ abstract class SynchronizedBase {
 
   protected constructor(lock: Lock | RLock) {
     this.#lock = lock;
+    sameContextAs(this, lock);
   }
 
   getLock(): Lock | RLock {

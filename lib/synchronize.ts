@@ -20,6 +20,7 @@ import { allocate, attachBlock, blockRef, type Block, type BlockRef } from './he
 import { currentPid } from './_pid';
 import { native } from './native';
 import { kReduce } from './shared_memory';
+import { noteContext } from './_spawning';
 import { abortError, waitWord, waitWordSync, wakeWord } from './_wait';
 
 const PID_MASK = 0x3fffffff;
@@ -221,9 +222,10 @@ export class Lock implements CondLock {
   #held = false;
 
   constructor() {
-    const { b } = block(4);
+    const { b, fresh } = block(4);
     this.#b = b;
     this.#w = words(b, 1);
+    noteContext(this, fresh ? undefined : null);
   }
 
   /** true if the last successful acquire took the lock over from a process that died holding it. */
@@ -323,9 +325,10 @@ export class RLock implements CondLock {
   #count = 0;
 
   constructor() {
-    const { b } = block(4);
+    const { b, fresh } = block(4);
     this.#b = b;
     this.#w = words(b, 1);
+    noteContext(this, fresh ? undefined : null);
   }
 
   get ownerDied(): boolean {
@@ -475,6 +478,7 @@ export class Semaphore {
     const { b, fresh } = block((H0 + 2 * HOLDER_SLOTS) * 4);
     this.#b = b;
     this.#w = words(b, H0 + 2 * HOLDER_SLOTS);
+    noteContext(this, fresh ? undefined : null);
     if (fresh) {
       Atomics.store(this.#w, 0, value);
       Atomics.store(this.#w, 2, this._bounded() ? value : -1);
@@ -661,9 +665,10 @@ export class Event {
   #w: Int32Array;
 
   constructor() {
-    const { b } = block(8);
+    const { b, fresh } = block(8);
     this.#b = b;
     this.#w = words(b, 2);
+    noteContext(this, fresh ? undefined : null);
   }
 
   isSet(): boolean {
@@ -753,9 +758,10 @@ export class Condition {
     if (lock !== undefined && !(lock instanceof Lock) && !(lock instanceof RLock))
       throw invalidArgType('lock', 'a Lock or an RLock', lock);
     this.#lock = lock ?? new RLock();
-    const { b } = block(16);
+    const { b, fresh } = block(16);
     this.#b = b;
     this.#w = words(b, 4);
+    noteContext(this, fresh ? undefined : null);
   }
 
   /** The underlying lock. */
@@ -952,9 +958,10 @@ export class Barrier {
     const pending = rebuildingCond;
     rebuildingCond = undefined;
     this.#cond = pending ?? new Condition(new Lock());
-    const { b } = block(8);
+    const { b, fresh } = block(8);
     this.#b = b;
     this.#w = words(b, 2);
+    noteContext(this, fresh ? undefined : null);
   }
 
   get parties(): number {

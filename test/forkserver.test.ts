@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 
-import { exportRef, getContext, Queue, setForkserverPreload, type Process } from '../lib/index';
+import { exportRef, getContext, setForkserverPreload, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
 
 const req = createRequire(__filename);
@@ -26,7 +26,7 @@ describe('forkserver', () => {
     expect(() => setForkserverPreload('x' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     setForkserverPreload([path.join(__dirname, 'fixtures', 'preload-me.cjs')]);
     const ctx = getContext('forkserver');
-    const q = new Queue<{ preloaded: number | null; name: string }>();
+    const q = ctx.Queue<{ preloaded: number | null; name: string }>();
     const ps = [0, 1].map((i) => new ctx.Process({ target: cjs.reportPreload, args: [q], name: `pre-${i}` }));
     for (const p of ps) {
       started.push(p);

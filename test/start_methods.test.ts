@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { getContext, Pipe, Queue, type Process } from '../lib/index';
+import { getContext, Lock, Pipe, Queue, Value, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
 import { usePipeTransport } from '../lib/popen/spawn';
 
@@ -42,7 +42,7 @@ describe.each(['spawn', 'forkserver'] as const)('%s', (method) => {
 
   it('runs an exported target in a fresh process with a Value, a Queue and a Connection as args', async () => {
     const v = ctx.Value('i', 1);
-    const q = new Queue<Record<string, unknown>>();
+    const q = ctx.Queue<Record<string, unknown>>();
     const [a, b] = Pipe();
     const p = track(new ctx.Process({ target: addAndReport, args: [v, q, b, method], name: `worker-${method}` }));
     p.start();
@@ -102,6 +102,38 @@ describe.each(['spawn', 'forkserver'] as const)('%s', (method) => {
   });
 });
 
+describe('the fork-context rule (CPython: "created in a fork context")', () => {
+  it('a lock, value or queue made in a fork context is refused by spawn/forkserver at start(); same-context objects pass', async () => {
+    const fork = getContext('fork');
+    for (const m of ['spawn', 'forkserver'] as const) {
+      const ctx = getContext(m);
+      for (const made of [fork.Lock(), fork.Value('i', 0), fork.Queue(), fork.Event(), fork.Condition(), fork.Barrier(2)]) {
+        const p = new ctx.Process({ target: exitWith, args: [0, made] });
+        expect(() => p.start()).toThrow(
+          expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT', message: expect.stringContaining(`shared with a process in a ${m} context`) }),
+        );
+        expect(p.pid).toBeUndefined();
+      }
+      // The module-level classes belong to the default context: fork here (vitest runs fork-safe).
+      expect(() => new ctx.Process({ target: exitWith, args: [0, { nested: [new Lock()] }] }).start()).toThrow(
+        expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT' }),
+      );
+      expect(() => new ctx.Process({ target: exitWith, args: [0, Value('i', 1)] }).start()).toThrow(expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT' }));
+      expect(() => new ctx.Process({ target: exitWith, args: [0, new Queue()] }).start()).toThrow(expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT' }));
+      const ok = track(new ctx.Process({ target: exitWith, args: [0, ctx.Lock(), ctx.Value('d', 1.5), ctx.Queue(), fork.RawValue('i', 3)] }));
+      ok.start();
+      await ok.join(10_000);
+      expect(ok.exitCode).toBe(0);
+    }
+    // Over a queue or pipe (not a start), fork-context objects travel as before.
+    const [a, b] = Pipe();
+    a.send(fork.Lock());
+    expect(b.recvSync()).toBeDefined();
+    a.close();
+    b.close();
+  });
+});
+
 describe('forkserver', () => {
   it('one server serves every child of this process and is a child of it', async () => {
     const ctx = getContext('forkserver');
@@ -125,7 +157,7 @@ describe('spawn over the Windows transport (child_process + a plain pipe, run he
     usePipeTransport(true);
     try {
       const v = ctx.Value('i', 1);
-      const q = new Queue<Record<string, unknown>>();
+      const q = ctx.Queue<Record<string, unknown>>();
       const [a, b] = Pipe();
       expect(() => new ctx.Process({ target: addAndReport, args: [v, q, b, 'win'] }).start()).toThrow(
         expect.objectContaining({ code: 'ERR_MP_CANNOT_PASS_FD' }),
