@@ -5,6 +5,8 @@ import { bootstrap } from './_bootstrap';
 import { noteContext, setDefaultMethodReader } from './_spawning';
 import { Pipe, type Connection } from './connection';
 import { JoinableQueue, Queue, SimpleQueue, type QueueOptions } from './queues';
+import type { Pool, PoolOptions } from './pool';
+import type { ProcessPoolExecutor, ProcessPoolExecutorOptions } from './executor';
 import { forkPopen } from './popen/fork';
 import { forkserverPopen, setForkserverPreload } from './popen/forkserver';
 import { setExecutable, spawnPopen } from './popen/spawn';
@@ -59,6 +61,17 @@ function factoryFor(method: StartMethod): PopenFactory {
     );
   }
   return f;
+}
+
+const poolClasses = new Map<string, unknown>();
+/** @internal lib/pool.ts and lib/executor.ts make themselves available to contexts. */
+export function registerPoolClass(name: 'Pool' | 'ProcessPoolExecutor', cls: unknown): void {
+  poolClasses.set(name, cls);
+}
+function poolClass(name: string): unknown {
+  const c = poolClasses.get(name);
+  if (c === undefined) throw new MultiprocError(`${name} is not loaded (import it from 'multiproc')`, 'ERR_MP_NOT_LOADED');
+  return c;
 }
 
 /** Bun and Deno run Node programs without libuv or Node's C++ API: only spawn can work there. */
@@ -155,6 +168,16 @@ export abstract class BaseContext {
   }
   Pipe<T = unknown>(options?: { duplex?: boolean }): [Connection<T>, Connection<T>] {
     return Pipe<T>(options);
+  }
+
+  // ---- pools (CPython's ctx.Pool()). lib/pool.ts and lib/executor.ts import this module, so they
+  // register their classes here when they load (the package entry loads both).
+  Pool(processes?: number | PoolOptions): Pool {
+    const o: PoolOptions = typeof processes === 'object' && processes !== null ? processes : { processes };
+    return new (poolClass('Pool') as typeof Pool)({ ...o, ctx: this });
+  }
+  ProcessPoolExecutor(options: ProcessPoolExecutorOptions = {}): ProcessPoolExecutor {
+    return new (poolClass('ProcessPoolExecutor') as typeof ProcessPoolExecutor)({ ...options, ctx: this });
   }
   RawValue<T extends Typecode>(typecode: T, initial?: ValueOf<T> | number | bigint): SharedValue<T> {
     return RawValue(typecode, initial);

@@ -6,6 +6,7 @@ import { inspect } from 'node:util';
 
 import { checkTimeout, DeferredResult } from './_deferred';
 import { BrokenProcessPool, CancelledError, invalidArgType, RuntimeError, TimeoutError, ValueError } from './errors';
+import { registerPoolClass } from './context';
 import { ImapJob, isIterable, parseWorkerOptions, PoolCore, type Job, type Unit } from './pool';
 import type { ProcessOptions } from './process';
 
@@ -211,19 +212,38 @@ export class ProcessPoolExecutor {
   }
 
   /** fn over the items, lazily and in order; `timeout` counts from this call. */
-  map<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, opts: ExecutorMapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+  /**
+   * Python's map(fn, *iterables): results in input order, as an async iterator that pulls the
+   * inputs lazily. With several iterables fn gets one item of each (shortest wins). A trailing
+   * plain object is the options ({ timeout, chunksize }).
+   */
+  map<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, opts?: ExecutorMapOptions): AsyncIterableIterator<Awaited<R>>;
+  map<R>(
+    fn: (...items: never[]) => R,
+    ...iterablesAndOptions: Array<Iterable<unknown> | AsyncIterable<unknown> | ExecutorMapOptions>
+  ): AsyncIterableIterator<Awaited<R>>;
+  map(fn: (...items: never[]) => unknown, ...rest: unknown[]): AsyncIterableIterator<unknown> {
     if (typeof fn !== 'function') throw invalidArgType('fn', 'a function', fn);
-    if (typeof opts !== 'object' || opts === null) throw invalidArgType('opts', 'an object', opts);
+    let opts: ExecutorMapOptions = {};
+    const last = rest[rest.length - 1];
+    if (rest.length > 1 && last !== undefined && !isIterable(last)) {
+      if (typeof last !== 'object' || last === null) throw invalidArgType('opts', 'an object', last);
+      opts = rest.pop() as ExecutorMapOptions;
+    } else if (rest.length === 2 && last === undefined) {
+      rest.pop();
+    }
     const timeout = checkTimeout(opts.timeout);
     const cs = opts.chunksize ?? 1;
     if (typeof cs !== 'number' || !Number.isInteger(cs)) throw invalidArgType('chunksize', 'an integer', cs);
     if (cs < 1) throw new ValueError('chunksize must be >= 1.', { code: 'ERR_MP_BAD_CHUNKSIZE' });
-    if (!isIterable(iterable)) throw invalidArgType('iterable', 'an iterable or async iterable', iterable);
+    if (rest.length === 0) throw invalidArgType('iterable', 'an iterable or async iterable', undefined);
+    for (const it of rest) if (!isIterable(it)) throw invalidArgType('iterable', 'an iterable or async iterable', it);
     this.#checkOpen();
+    const iterables = rest as Array<Iterable<unknown> | AsyncIterable<unknown>>;
     const id = this.#core.registerFn(fn as never);
-    const job = new ImapJob<Awaited<R>>(this.#core, id, iterable, {
+    const job = new ImapJob<unknown>(this.#core, id, iterables.length === 1 ? iterables[0]! : zip(iterables), {
       chunksize: cs,
-      star: false,
+      star: iterables.length > 1,
       ordered: true,
       ...(timeout !== undefined ? { timeout } : {}),
     });
@@ -397,3 +417,47 @@ export async function wait<R>(
   for (const f of fs) (f.done() ? done : notDone).add(f);
   return { done, notDone };
 }
+
+/** Python's zip over iterables and async iterables, lazily: tuples until the shortest ends. */
+function zip(its: Array<Iterable<unknown> | AsyncIterable<unknown>>): Iterable<unknown[]> | AsyncIterable<unknown[]> {
+  if (its.every((it) => typeof (it as Iterable<unknown>)[Symbol.iterator] === 'function')) {
+    return (function* () {
+      const iters = its.map((it) => (it as Iterable<unknown>)[Symbol.iterator]());
+      try {
+        for (;;) {
+          const row: unknown[] = [];
+          for (const i of iters) {
+            const r = i.next();
+            if (r.done) return;
+            row.push(r.value);
+          }
+          yield row;
+        }
+      } finally {
+        for (const i of iters) i.return?.();
+      }
+    })();
+  }
+  return (async function* () {
+    const iters = its.map((it) =>
+      typeof (it as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
+        ? (it as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+        : (it as Iterable<unknown>)[Symbol.iterator](),
+    );
+    try {
+      for (;;) {
+        const row: unknown[] = [];
+        for (const i of iters) {
+          const r = await i.next();
+          if (r.done) return;
+          row.push(r.value);
+        }
+        yield row;
+      }
+    } finally {
+      for (const i of iters) await i.return?.();
+    }
+  })();
+}
+
+registerPoolClass('ProcessPoolExecutor', ProcessPoolExecutor);

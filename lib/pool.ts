@@ -22,7 +22,7 @@ import { inspect } from 'node:util';
 
 import { checkTimeout, DeferredResult } from './_deferred';
 import { Connection, Pipe } from './connection';
-import { getStartMethod } from './context';
+import { getStartMethod, registerPoolClass } from './context';
 import {
   CancelledError,
   invalidArgType,
@@ -34,6 +34,7 @@ import {
 } from './errors';
 import * as errorClasses from './errors';
 import { assertForkSafe } from './forksafe';
+import { internalRef, isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
 import { native } from './native';
 import { cpuCount, Process, type ProcessOptions } from './process';
 import { encodeMessage } from './reduction';
@@ -63,6 +64,20 @@ function acquireFn(fn: AnyFn): number {
   }
   fnTable.get(id)!.refs++;
   return id;
+}
+
+const standIns = new Map<string, AnyFn>();
+/** One function object per module#name, so a reference given as data is registered like a function. */
+function standIn(ref: FunctionRef): AnyFn {
+  const key = `${ref.module}#${ref.name}`;
+  let f = standIns.get(key);
+  if (f === undefined) {
+    f = () => {
+      throw new ValueError(`${key} runs only in pool workers`, { code: 'ERR_MP_INTERNAL' });
+    };
+    standIns.set(key, f);
+  }
+  return f;
 }
 
 function releaseFn(id: number): void {
@@ -183,10 +198,18 @@ export function rebuildError(s: SerializedError, pid: number | undefined): unkno
 
 // ------------------------------------------------------------------ worker side (in the child)
 
+/** A spawn/forkserver worker's functions, by reference ('module#name'), once resolved. */
+const byRef = new Map<string, (...a: unknown[]) => unknown>();
+
 /** Every parent-side worker pipe end in this process: a new worker closes its copies. */
 const parentEnds = new Set<number>();
 
-async function workerMain(conn: Connection, initializer: AnyFn | null, initargs: readonly unknown[]): Promise<void> {
+/**
+ * A worker's loop. Forked workers find a task's function in their copy of the registry (by id);
+ * workers started by spawn/forkserver get it by reference (lib/function_ref.ts), resolved once.
+ * Exported as this module's entry point for those workers.
+ */
+export async function workerMain(conn: Connection, initializer: AnyFn | FunctionRef | null, initargs: readonly unknown[]): Promise<void> {
   // Our inherited copies of other workers' parent ends would keep them from seeing EOF when
   // the parent dies (and the parent from seeing theirs): close them.
   for (const fd of parentEnds) {
@@ -201,7 +224,8 @@ async function workerMain(conn: Connection, initializer: AnyFn | null, initargs:
   let initError: SerializedError | null = null;
   if (initializer !== null) {
     try {
-      await (initializer as (...a: unknown[]) => unknown)(...initargs);
+      const init = isFunctionRef(initializer) ? await resolveFunctionRef(initializer) : initializer;
+      await (init as (...a: unknown[]) => unknown)(...initargs);
     } catch (e) {
       // Answer every task with the initializer's error rather than dying in a respawn loop.
       initError = serializeError(e);
@@ -222,17 +246,27 @@ async function workerMain(conn: Connection, initializer: AnyFn | null, initargs:
     let wentAsync = false;
     for (let i = 0; i < n; i++) {
       const kind = msg[3 * i] as number;
-      const fnId = msg[3 * i + 1] as number;
+      const fnId = msg[3 * i + 1] as number | FunctionRef;
       const payload = msg[3 * i + 2] as unknown[];
       if (initError !== null) {
         out[2 * i] = ST_ERR;
         out[2 * i + 1] = initError;
         continue;
       }
-      const entry = fnTable.get(fnId);
       try {
-        if (entry === undefined) throw new ValueError(`pool worker does not know function #${fnId}`, { code: 'ERR_MP_INTERNAL' });
-        const fn = entry.fn as (...a: unknown[]) => unknown;
+        let fn: ((...a: unknown[]) => unknown) | undefined;
+        if (typeof fnId === 'number') {
+          fn = fnTable.get(fnId)?.fn as ((...a: unknown[]) => unknown) | undefined;
+          if (fn === undefined) throw new ValueError(`pool worker does not know function #${fnId}`, { code: 'ERR_MP_INTERNAL' });
+        } else {
+          const key = `${fnId.module}#${fnId.name}`;
+          fn = byRef.get(key);
+          if (fn === undefined) {
+            wentAsync = true;
+            fn = await resolveFunctionRef(fnId);
+            byRef.set(key, fn);
+          }
+        }
         let value: unknown;
         if (kind === KIND_APPLY) {
           value = fn(...payload);
@@ -382,7 +416,7 @@ function inFlightBytes(w: Worker): number {
 
 export interface CoreOptions {
   processes: number;
-  initializer: AnyFn | null;
+  initializer: AnyFn | FunctionRef | string | null;
   initargs: readonly unknown[];
   maxTasksPerChild: number | null;
   ctx: ProcessOptions['ctx'];
@@ -416,21 +450,35 @@ export class PoolCore {
   #refillTimer: NodeJS.Timeout | null = null;
   /** Workers in a row that died before finishing any task. */
   #quickDeaths = 0;
+  /** The workers' start method; under spawn/forkserver tasks carry FunctionRefs (by fn id here). */
+  #method: string;
+  #refs = new Map<number, FunctionRef>();
+  #initRef: FunctionRef | null = null;
 
   constructor(opts: CoreOptions) {
     // Workers run closures from their copy of this process: they must be forked. Check now, so
     // that the error reaches the caller rather than the later turn that forks them.
-    const method = opts.ctx?.getStartMethod() ?? getStartMethod();
-    if (method !== 'fork') {
-      throw new ValueError(
-        `a pool needs the 'fork' start method (its workers run functions from a copy of this process), not '${method}'. ` +
-          'Run the program with `npx multiproc app.js` (node --single-threaded) to make it fork-safe.',
-        { code: 'ERR_MP_POOL_NEEDS_FORK' },
-      );
+    const method = opts.ctx?.getStartMethod() ?? getStartMethod() ?? 'fork';
+    this.#method = method;
+    if (method === 'fork') {
+      // Forked workers run closures from their copy of this process: check now, so that the
+      // error reaches the caller rather than the later turn that forks them.
+      assertForkSafe();
+    } else if (opts.initializer !== null) {
+      // spawn/forkserver workers get functions by reference: a closure fails here, at once.
+      this.#initRef = toFunctionRef(opts.initializer, method);
     }
-    assertForkSafe();
     this.#opts = opts;
-    // The workers are forked on the next turn of the event loop (see #dispatch).
+    // The first workers start now, so that pids are known when the constructor returns (a
+    // failure to start them is the constructor's error). Replacements start on a later turn
+    // (see #dispatch).
+    try {
+      while (this.#workers.length < opts.processes) this.#spawn();
+    } catch (e) {
+      this.#state = State.TERMINATE;
+      for (const w of this.#workers) w.proc.kill();
+      throw e;
+    }
     this.schedule();
   }
 
@@ -450,12 +498,23 @@ export class PoolCore {
     return this.#opts.processes;
   }
 
-  registerFn(fn: AnyFn): number {
-    return acquireFn(fn);
+  /** Registers fn for jobs; under spawn/forkserver it must be referenceable (ERR_MP_NOT_REFERENCEABLE). */
+  registerFn(fn: AnyFn | FunctionRef | string): number {
+    if (this.#method === 'fork') {
+      if (typeof fn !== 'function') throw invalidArgType('func', 'a function under the fork start method', fn);
+      return acquireFn(fn);
+    }
+    const ref = toFunctionRef(fn, this.#method);
+    // A reference given as data is registered under one stand-in function per module#name.
+    const key = typeof fn === 'function' ? fn : standIn(ref);
+    const id = acquireFn(key);
+    this.#refs.set(id, ref);
+    return id;
   }
 
   releaseFn(id: number): void {
     releaseFn(id);
+    if (!fnTable.has(id)) this.#refs.delete(id);
   }
 
   /** Queues a job; its units are dispatched as workers have room. */
@@ -471,9 +530,11 @@ export class PoolCore {
   #spawn(): Worker {
     const [parentEnd, childEnd] = Pipe();
     const { initializer, initargs, ctx } = this.#opts;
+    const forked = this.#method === 'fork';
     const proc = new Process({
-      target: workerMain as never,
-      args: [childEnd, initializer, initargs],
+      // A fresh worker (spawn/forkserver) imports this module's entry point by reference.
+      target: forked ? (workerMain as never) : internalRef('pool', 'workerMain'),
+      args: [childEnd, forked ? initializer : this.#initRef, initargs],
       daemon: true,
       ctx,
     });
@@ -486,7 +547,8 @@ export class PoolCore {
       conn: parentEnd,
       fd,
       pid: proc.pid!,
-      gen: nextFnId,
+      // Fresh workers resolve every function by reference: none is ever unknown to them.
+      gen: this.#method === 'fork' ? nextFnId : Infinity,
       batches: [],
       sizes: [],
       units: 0,
@@ -745,9 +807,14 @@ export class PoolCore {
     if (capable < Math.min(units, this.#opts.processes)) w.stale = true;
   }
 
+  /** What a task message names its function by: the registry id (fork) or the reference. */
+  #fnWire(fnId: number): number | FunctionRef {
+    return this.#method === 'fork' ? fnId : (this.#refs.get(fnId) as FunctionRef);
+  }
+
   #send(w: Worker, batch: Unit[]): void {
     let msg: unknown[] = [];
-    for (const u of batch) msg.push(u.kind, u.job.fnId, u.payload);
+    for (const u of batch) msg.push(u.kind, this.#fnWire(u.job.fnId), u.payload);
     let enc: { chunks: Uint8Array[]; length: number };
     try {
       enc = encodeMessage(msg, null);
@@ -765,7 +832,7 @@ export class PoolCore {
       if (good.length === 0) return;
       batch = good;
       msg = [];
-      for (const u of batch) msg.push(u.kind, u.job.fnId, u.payload);
+      for (const u of batch) msg.push(u.kind, this.#fnWire(u.job.fnId), u.payload);
       enc = encodeMessage(msg, null);
     }
     if (w.batches.length > 0 && inFlightBytes(w) + enc.length > AHEAD_BYTES) {
@@ -1642,3 +1709,5 @@ export class Pool {
     return this.toString();
   }
 }
+
+registerPoolClass('Pool', Pool);

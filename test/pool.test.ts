@@ -439,8 +439,11 @@ describe('Pool', () => {
     expect(() => new Pool(0)).toThrow(ValueError);
     expect(() => new Pool({ processes: 1.5 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => new Pool({ maxTasksPerChild: 0 })).toThrow(ValueError);
-    // workers run closures from a copy of this process: only the fork start method can do that
-    expect(() => new Pool({ processes: 1, ctx: getContext('spawn') })).toThrow(expect.objectContaining({ code: 'ERR_MP_POOL_NEEDS_FORK' }));
+    // spawn/forkserver workers take functions by reference: a closure initializer fails at once
+    const k = 1;
+    expect(() => new Pool({ processes: 1, ctx: getContext('spawn'), initializer: () => k })).toThrow(
+      expect.objectContaining({ code: 'ERR_MP_NOT_REFERENCEABLE' }),
+    );
     const pool = makePool(1);
     expect(() => pool.applyAsync(42 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => pool.mapAsync((x: number) => x, [1], { chunksize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
