@@ -36,6 +36,8 @@ export function setForkserverPreload(modules: readonly string[]): void {
 export interface ServerConfig {
   preload: string[];
   main: string | null;
+  /** The parent's arguments after its script: the main module sees them when the server imports it. */
+  argv: string[];
   lifeline: boolean;
 }
 
@@ -73,7 +75,7 @@ function ensureServer(): Server {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-forkserver-'));
   const address = path.join(dir, 's');
   const listen = native.socketListen('AF_UNIX', address, 0, 128).fd;
-  const config: ServerConfig = { preload, main: mainModulePath(), lifeline: lifelineFd() >= 0 };
+  const config: ServerConfig = { preload, main: mainModulePath(), argv: process.argv.slice(2), lifeline: lifelineFd() >= 0 };
   const fdMap = [CHILD_FD.start, listen];
   if (config.lifeline) fdMap.push(CHILD_FD.lifeline, lifelineFd());
   let pid: number;

@@ -15,6 +15,8 @@ import { runStart, type StartHeader } from './start';
 
 const parentPid = Number(process.argv[2]);
 const config = JSON.parse(process.argv[3] as string) as ServerConfig;
+// The main module sees the program's arguments (after this script), as in the parent.
+process.argv.splice(2, process.argv.length - 2, ...config.argv);
 process.title = 'multiproc-forkserver';
 if (config.lifeline) adoptLifeline(CHILD_FD.lifeline);
 bootstrap.spawnedChild = true;
