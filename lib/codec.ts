@@ -142,6 +142,8 @@ export class Encoder {
         if (v instanceof Uint8Array && proto !== null) {
           const isBuf = Buffer.isBuffer(v);
           if (!isBuf && proto !== Uint8Array.prototype) return false;
+          // Shared memory (a RawArray('B')...) travels by name on the general path, not as a copy.
+          if (v.buffer instanceof SharedArrayBuffer) return false;
           if (!this.#mark(v)) return false;
           this.#ensure(5);
           this.#buf[this.#pos] = isBuf ? T_BUF : T_U8;

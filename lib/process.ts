@@ -31,8 +31,15 @@ export interface ProcessOptions {
 }
 
 // ---- module state of this process (reset in each child)
-let current: Process;
-let parent: ParentProcess | null = null;
+// Which process this is, shared by every copy of this library loaded in the process (a package
+// installed twice, or the source and the build side by side): a function of one copy that asks
+// currentProcess() in a child another copy started gets the right answer.
+interface ProcessState {
+  current: Process | undefined;
+  parent: ParentProcess | null;
+}
+const kState = Symbol.for('multiproc.processState');
+const state = ((globalThis as Record<symbol, unknown>)[kState] ??= { current: undefined, parent: null }) as ProcessState;
 const children = new Set<Process>();
 let counter = 0;
 
@@ -90,11 +97,11 @@ export class Process {
       this.#isCurrent = true;
       return;
     }
-    const base = current;
-    this.#identity = [...base.#identity, ++counter];
+    const base = state.current as Process;
+    this.#identity = [...base.identity, ++counter];
     this.#parentPid = native.getpid();
     this.#name = name ?? `Process-${this.#identity.join(':')}`;
-    this.#daemon = daemon ?? base.#daemon;
+    this.#daemon = daemon ?? base.daemon;
   }
 
   /** The child's work; by default calls `target(...args)`. Subclasses may override it. */
@@ -117,7 +124,7 @@ export class Process {
     if (this.#parentPid !== native.getpid()) {
       throw new AssertionError('can only start a process object created by current process');
     }
-    if (current.#daemon) throw new AssertionError('daemonic processes are not allowed to have children');
+    if ((state.current as Process).daemon) throw new AssertionError('daemonic processes are not allowed to have children');
     assertNotBootstrapping();
     cleanup();
     const factory = popenFor(this.#ctx);
@@ -149,7 +156,7 @@ export class Process {
       identity: this.#identity,
       daemon: this.#daemon,
       parentPid: native.getpid(),
-      parentName: current.#name,
+      parentName: (state.current as Process).name,
       target: target === null ? null : toFunctionRef(target, method),
     };
   }
@@ -159,8 +166,8 @@ export class Process {
     for (const c of children) c.#popen?.close(); // the parent's other children are not ours
     children.clear();
     counter = 0;
-    parent = new ParentProcess(current.#name, parentPid, parentSentinel);
-    current = this;
+    state.parent = new ParentProcess((state.current as Process).name, parentPid, parentSentinel);
+    state.current = this;
     this.#isCurrent = true;
     this.#popen = null;
     process.on('exit', exitFunction);
@@ -185,8 +192,8 @@ export class Process {
     p.#daemon = info.daemon;
     p.#target = target;
     p.#args = args;
-    parent = new ParentProcess(info.parentName, info.parentPid, parentSentinel);
-    current = p;
+    state.parent = new ParentProcess(info.parentName, info.parentPid, parentSentinel);
+    state.current = p;
     try {
       await p.run();
     } catch (err) {
@@ -220,7 +227,7 @@ export class Process {
 
   isAlive(): boolean {
     this.#checkClosed();
-    if (this === current) return true;
+    if (this === state.current) return true;
     if (this.#parentPid !== native.getpid()) throw new AssertionError('can only test a child process');
     if (this.#popen === null) return false;
     if (this.#popen.poll() === null) return true;
@@ -395,7 +402,7 @@ export class ParentProcess {
   }
 }
 
-current = new Process({ [kMain]: true } as ProcessOptions);
+state.current ??= new Process({ [kMain]: true } as ProcessOptions);
 
 /** Reaps finished children (CPython's _cleanup). */
 function cleanup(): void {
@@ -406,11 +413,11 @@ function cleanup(): void {
 }
 
 export function currentProcess(): Process {
-  return current;
+  return state.current as Process;
 }
 
 export function parentProcess(): ParentProcess | null {
-  return parent;
+  return state.parent;
 }
 
 /** Children still running (finished ones are reaped). */

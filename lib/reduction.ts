@@ -65,6 +65,15 @@ function isDescribable(v: unknown): v is { [kReduce](): { type: string } } {
   return typeof v === 'object' && v !== null && typeof (v as { [kReduce]?: unknown })[kReduce] === 'function';
 }
 
+// Typed arrays over shared memory (RawArray, an Array made with lock: false) are plain typed
+// arrays; sharedctypes.ts tells which ones are (and how to reopen them), so they travel by name
+// rather than as copies.
+let describeView: (v: ArrayBufferView) => object | undefined = () => undefined;
+/** @internal sharedctypes.ts registers how shared typed arrays describe themselves. */
+export function setViewDescriber(fn: (v: ArrayBufferView) => object | undefined): void {
+  describeView = fn;
+}
+
 /** The reduced type under which `[kReduce]()` descriptions travel (rebuilt by queues.ts). */
 export const DESCRIBED = 'multiproc.described';
 
@@ -183,7 +192,8 @@ function hasHandle(v: unknown, seen: Set<object>): boolean {
   if (seen.has(v)) return false;
   seen.add(v);
   if (isReducible(v) || isDescribable(v)) return true;
-  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof Date || v instanceof RegExp) return false;
+  if (ArrayBuffer.isView(v)) return describeView(v) !== undefined;
+  if (v instanceof ArrayBuffer || v instanceof Date || v instanceof RegExp) return false;
   if (v instanceof Map) {
     for (const [k, x] of v) if (hasHandle(k, seen) || hasHandle(x, seen)) return true;
     return false;
@@ -208,7 +218,15 @@ function substitute(v: unknown, out: Reduced[], ctx: ReduceContext, memo: Map<ob
     memo.set(v, ph);
     return ph;
   }
-  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof Date || v instanceof RegExp) return v;
+  if (ArrayBuffer.isView(v)) {
+    const d = describeView(v);
+    if (d === undefined) return v;
+    out.push({ type: DESCRIBED, state: d });
+    const ph = { [PLACEHOLDER]: out.length - 1 };
+    memo.set(v, ph);
+    return ph;
+  }
+  if (v instanceof ArrayBuffer || v instanceof Date || v instanceof RegExp) return v;
   if (v instanceof Map) {
     const c = new Map();
     memo.set(v, c);

@@ -10,6 +10,7 @@ import { inspect } from 'node:util';
 import { invalidArgType } from './errors';
 import { allocate, attachBlock, blockRef, type Block, type BlockRef } from './heap';
 import { kReduce } from './shared_memory';
+import { setViewDescriber } from './reduction';
 import { sameContextAs } from './_spawning';
 import { Lock, RLock, type AcquireOptions, type AsyncAcquireOptions } from './synchronize';
 
@@ -484,3 +485,5 @@ export function rebuildShared(
     }
   }
 }
+
+setViewDescriber((v) => describeRawArray(v));
