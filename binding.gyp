@@ -5,17 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
-        "native/fork.cc",
-        "native/wait.cc",
-
-        "native/shm.cc",
-        "native/futex.cc",
-
-        "native/sem.cc",
-        "native/pipe.cc",
-
-        "native/function.cc",
-        "native/posix/spawn.cc"
+        "native/function.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
@@ -24,6 +14,26 @@
       "cflags": ["-Wall", "-Wextra", "-Werror"],
       "cflags_cc": ["-std=gnu++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"],
       "conditions": [
+        # One seam per primitive: the POSIX implementations (Linux, macOS) or the Windows ones.
+        ["OS!='win'", {
+          "sources": [
+            "native/posix/fork.cc",
+            "native/posix/wait.cc",
+            "native/posix/spawn.cc",
+            "native/posix/shm.cc",
+            "native/posix/futex.cc",
+            "native/posix/sem.cc",
+            "native/posix/pipe.cc"
+          ]
+        }],
+        ["OS=='win'", {
+          "sources": [
+            "native/win/wait.cc",
+            "native/win/shm.cc",
+            "native/win/sem.cc",
+            "native/win/pipe.cc"
+          ]
+        }],
         ["OS=='linux'", {
           "libraries": ["-lpthread", "-lrt"],
           # Bind every imported symbol at load (in the parent): lazily bound, each function first

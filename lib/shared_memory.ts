@@ -51,6 +51,7 @@ function toPosixName(name: string): string {
  * the tracker unlinks it, when the whole process tree is gone (see resource_tracker.announce).
  */
 export function createSegment(size: number, opts?: { name?: string | undefined; track?: boolean | 'lineage' }): Segment {
+  if (process.platform === 'win32') return createSegmentWindows(size, opts?.name);
   if (opts?.track === 'lineage') {
     const name = opts.name !== undefined ? toPosixName(opts.name) : randomName();
     // Announced before it exists, as a tracked random name (a kill in between leaks nothing).
@@ -98,7 +99,35 @@ export function createSegment(size: number, opts?: { name?: string | undefined; 
  * Maps an existing segment by name, all of it. `minSize`: fail with EINVAL (a SystemError) if the
  * segment is smaller; ENOENT if it does not exist.
  */
+/**
+ * Windows (the platform seam): named file mappings (native/win/shm.cc). A mapping lives while a
+ * process maps it, so nothing is tracked or unlinked there.
+ */
+function createSegmentWindows(size: number, name: string | undefined): Segment {
+  const win = native as unknown as WindowsShm;
+  for (;;) {
+    const n = name !== undefined ? toPosixName(name) : randomName();
+    try {
+      return { name: n, size, sab: win.shmCreate(`Local\\multiproc${n.replace(/\//g, '_')}`, size) };
+    } catch (e) {
+      if (name === undefined && (e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw e;
+    }
+  }
+}
+
+interface WindowsShm {
+  shmCreate(name: string, size: number): SharedArrayBuffer;
+  shmAttach(name: string): SharedArrayBuffer;
+}
+
 export function attachSegment(name: string, minSize?: number): Segment {
+  if (process.platform === 'win32') {
+    const posix = toPosixName(name);
+    const sab = (native as unknown as WindowsShm).shmAttach(`Local\\multiproc${posix.replace(/\//g, '_')}`);
+    if (minSize !== undefined && sab.byteLength < minSize) throw native.errnoError(EINVAL, 'MapViewOfFile', posix);
+    return { name: posix, size: sab.byteLength, sab };
+  }
   const posix = toPosixName(name);
   const fd = native.shmOpen(posix, O_RDWR, 0);
   try {

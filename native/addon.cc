@@ -10,17 +10,16 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // destructor releases what its primitive still holds (threads, handles, mappings).
   env.SetInstanceData<AddonData>(new AddonData());
   InitErrors(env, exports);
-  InitFork(env, exports);
+  InitFunction(env, exports);
   InitWait(env, exports);
-
   InitShm(env, exports);
-  InitFutex(env, exports);
-
   InitSem(env, exports);
   InitPipe(env, exports);
-
-  InitFunction(env, exports);
+#ifndef _WIN32
+  InitFork(env, exports);
+  InitFutex(env, exports);
   InitSpawn(env, exports);
+#endif
   return exports;
 }
 

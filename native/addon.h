@@ -25,18 +25,20 @@ struct AddonData {
 
 inline AddonData* GetAddonData(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
-// Module initialisers: each adds its functions to `exports`.
-void InitErrors(Napi::Env env, Napi::Object exports);  // errors.cc
-void InitFork(Napi::Env env, Napi::Object exports);    // fork.cc: fork + child fix-ups
-void InitWait(Napi::Env env, Napi::Object exports);    // wait.cc: exit watching, waitpid, kill
-
-void InitShm(Napi::Env env, Napi::Object exports);     // shm.cc: shm_open/mmap, SharedArrayBuffers
-void InitFutex(Napi::Env env, Napi::Object exports);   // futex.cc: cross-process waits on shared words
-
-void InitSem(Napi::Env env, Napi::Object exports);     // sem.cc: named POSIX semaphores
-void InitPipe(Napi::Env env, Napi::Object exports);    // pipe.cc: pipes, socketpair, fd passing
-
+// Module initialisers: each adds its functions to `exports`. The platform seam: native/posix/
+// implements every one of them (Linux, macOS); native/win/ implements those the spawn start
+// method needs on Windows (errors, wait, shm, sem, pipe) under the same names; fork, futex and
+// spawn exist only on POSIX (lib/ does not call them on win32).
+void InitErrors(Napi::Env env, Napi::Object exports);    // errors.cc: errno / Win32 error -> SystemError
 void InitFunction(Napi::Env env, Napi::Object exports);  // function.cc: where a function was defined
-void InitSpawn(Napi::Env env, Napi::Object exports);     // spawn.cc: posix_spawn of a fresh program
+void InitWait(Napi::Env env, Napi::Object exports);      // exit watching, waitpid, kill
+void InitShm(Napi::Env env, Napi::Object exports);       // named shared memory as SharedArrayBuffers
+void InitSem(Napi::Env env, Napi::Object exports);       // named semaphores
+void InitPipe(Napi::Env env, Napi::Object exports);      // pipes and framed messages
+#ifndef _WIN32
+void InitFork(Napi::Env env, Napi::Object exports);      // posix/fork.cc: fork + child fix-ups
+void InitFutex(Napi::Env env, Napi::Object exports);     // posix/futex.cc: cross-process waits on shared words
+void InitSpawn(Napi::Env env, Napi::Object exports);     // posix/spawn.cc: posix_spawn of a fresh program
+#endif
 
 }  // namespace mp

@@ -1,6 +1,9 @@
 #include "errors.h"
 
 #include <uv.h>
+#ifdef _WIN32
+#include <windows.h>
+#endif
 
 #include <cerrno>
 #include <cstring>
@@ -8,6 +11,14 @@
 #include "addon.h"
 
 namespace mp {
+
+int LastSystemError() {
+#ifdef _WIN32
+  return uv_translate_sys_error(static_cast<int>(GetLastError()));
+#else
+  return errno;
+#endif
+}
 
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const char* path) {
   // libuv names and texts every errno the same way Node does (uv_err_name(-ENOENT) == "ENOENT").

@@ -12,7 +12,11 @@
 
 namespace mp {
 
-// Builds the error object (does not throw).
+// The last OS error of this thread, as `ErrnoError` takes it: errno on POSIX; on Windows the
+// Win32 error translated by libuv (ERROR_FILE_NOT_FOUND -> UV_ENOENT), so that both name it alike.
+int LastSystemError();
+
+// Builds the error object (does not throw). `err`: a positive errno or a negative libuv code.
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const char* path = nullptr);
 
 // Throws it as a pending JS exception and returns `undefined`, so a binding can

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { libraryDir } from '../function_ref';
+import { native } from '../native';
 import { prepareStart, childExecArgv } from './start';
 import type { Popen, ProcessObject } from './types';
 
@@ -74,10 +75,15 @@ export class WinSpawnPopen implements Popen {
     });
   }
 
-  waitSync(): number | null {
-    // libuv reports the exit on the event loop only; a blocking wait cannot see it.
+  waitSync(timeoutMs?: number): number | null {
     if (this.#returncode !== null) return this.#returncode;
-    throw new Error("joinSync() is not available for 'spawn' children on Windows: use await join()");
+    // libuv reports the exit on the event loop; a blocking wait asks Windows directly (any number
+    // of handles may wait on a process there: no reaping race).
+    const wait = (native as unknown as { waitProcess?: (pid: number, ms: number) => number | null }).waitProcess;
+    if (wait === undefined) throw new Error("joinSync() needs the Windows addon's waitProcess");
+    const code = wait(this.pid, timeoutMs === undefined ? -1 : Math.max(0, timeoutMs));
+    if (code !== null) this.#returncode = code;
+    return code;
   }
 
   setRef(ref: boolean): void {

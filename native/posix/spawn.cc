@@ -13,7 +13,7 @@
 
 #include "../addon.h"
 #include "../errors.h"
-#include "../fd.h"
+#include "fd.h"
 
 extern char** environ;
 

@@ -12,8 +12,8 @@
 
 #include <string>
 
-#include "addon.h"
-#include "errors.h"
+#include "../addon.h"
+#include "../errors.h"
 
 namespace mp {
 

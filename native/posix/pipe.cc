@@ -35,8 +35,8 @@
 #include <string>
 #include <vector>
 
-#include "addon.h"
-#include "errors.h"
+#include "../addon.h"
+#include "../errors.h"
 #include "fd.h"
 #include "fork.h"
 

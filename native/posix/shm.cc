@@ -24,8 +24,8 @@
 #include <memory>
 #include <string>
 
-#include "addon.h"
-#include "errors.h"
+#include "../addon.h"
+#include "../errors.h"
 #include "fd.h"
 
 namespace mp {

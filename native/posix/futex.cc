@@ -56,8 +56,8 @@ constexpr size_t kWaitvMax = 128;            // FUTEX_WAITV_MAX
 }  // namespace mp
 #endif
 
-#include "addon.h"
-#include "errors.h"
+#include "../addon.h"
+#include "../errors.h"
 #include "fork.h"
 #include "fd.h"
 

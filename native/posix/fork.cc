@@ -53,8 +53,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "addon.h"
-#include "errors.h"
+#include "../addon.h"
+#include "../errors.h"
 #include "fd.h"
 #include "fork.h"
 

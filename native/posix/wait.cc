@@ -13,8 +13,8 @@
 #include <sys/syscall.h>
 #endif
 
-#include "addon.h"
-#include "errors.h"
+#include "../addon.h"
+#include "../errors.h"
 #include "fd.h"
 #include "fork.h"
 
