@@ -4,7 +4,7 @@
 // args. (The closure-based tests in the other files are fork-only by nature.)
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { getContext, waitFor, type Process, type StartMethod } from '../lib/index';
+import { getContext, SharedMemory, waitFor, type Process, type StartMethod } from '../lib/index';
 
 type Targets = typeof import('./fixtures/matrix-targets.mjs', { with: { 'resolution-mode': 'import' } });
 let T: Targets;
@@ -139,6 +139,21 @@ describe.each(['fork', 'forkserver', 'spawn'] as StartMethod[])('%s', (method) =
       const mine = await barrier.wait(10_000);
       await p.join(10_000);
       expect([mine, arr[1]! - 100].sort()).toEqual([0, 1]);
+    });
+  });
+
+  describe('shared memory', () => {
+    it('a SharedMemory block passed as an arg is the same memory in the child', async () => {
+      const shm = new SharedMemory({ create: true, size: 64 });
+      try {
+        const p = run(T.writeShared, [shm, `hello from ${method}`]);
+        await p.join(10_000);
+        expect(p.exitCode).toBe(0);
+        expect(shm.buf.toString('utf8', 0, 6 + 5 + method.length)).toBe(`hello from ${method}`);
+      } finally {
+        shm.close();
+        shm.unlink();
+      }
     });
   });
 
