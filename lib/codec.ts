@@ -10,11 +10,16 @@
 //   6 string: u32 byteLength + UTF-8       7 ascii string: u8 length + bytes (length < 256)
 //   8 array: u32 count + values            9 object: u32 count + (key string, value)*
 //  10 Buffer: u32 length + bytes          11 Uint8Array: u32 length + bytes
+//  12 array of int32s: u32 count + int32*  13 array of numbers: u32 count + float64*
+//     (dense arrays of 8 or more numbers: no type byte per element, decoded in one loop)
 
 import { native } from './native';
 
 const T_UNDEF = 0, T_NULL = 1, T_TRUE = 2, T_FALSE = 3, T_I32 = 4, T_F64 = 5, T_STR = 6, T_ASCII = 7;
-const T_ARR = 8, T_OBJ = 9, T_BUF = 10, T_U8 = 11;
+const T_ARR = 8, T_OBJ = 9, T_BUF = 10, T_U8 = 11, T_I32ARR = 12, T_F64ARR = 13;
+
+/** Number arrays at least this long are packed (T_I32ARR / T_F64ARR). */
+const PACK_MIN = 8;
 
 /** Bytes at or above this size are not copied into the scratch buffer but referenced. */
 const BIG = 4096;
@@ -197,6 +202,29 @@ export class Encoder {
   #array(a: unknown[], depth: number): boolean {
     if (!this.#mark(a)) return false;
     const n = a.length;
+    if (n >= PACK_MIN) {
+      // All numbers (holes are undefined, so they fail the test): packed, int32 when they all fit.
+      let ints = true;
+      let i = 0;
+      for (; i < n; i++) {
+        const x = a[i];
+        if (typeof x !== 'number') break;
+        if (ints && ((x | 0) !== x || (x === 0 && 1 / x < 0))) ints = false;
+      }
+      if (i === n) {
+        const width = ints ? 4 : 8;
+        this.#ensure(5 + n * width);
+        const dv = this.#dv;
+        let p = this.#pos;
+        this.#buf[p] = ints ? T_I32ARR : T_F64ARR;
+        dv.setUint32(p + 1, n, true);
+        p += 5;
+        if (ints) for (let j = 0; j < n; j++, p += 4) dv.setInt32(p, a[j] as number, true);
+        else for (let j = 0; j < n; j++, p += 8) dv.setFloat64(p, a[j] as number, true);
+        this.#pos = p;
+        return true;
+      }
+    }
     this.#ensure(5);
     this.#buf[this.#pos] = T_ARR;
     this.#dv.setUint32(this.#pos + 1, n, true);
@@ -282,6 +310,17 @@ export class Decoder {
         this.#pos += 4;
         const out = new Array<unknown>(n);
         for (let i = 0; i < n; i++) out[i] = this.value();
+        return out;
+      }
+      case T_I32ARR:
+      case T_F64ARR: {
+        const dv = this.#dv;
+        const n = dv.getUint32(this.#pos, true);
+        let p = this.#pos + 4;
+        const out = new Array<number>(n);
+        if (t === T_I32ARR) for (let i = 0; i < n; i++, p += 4) out[i] = dv.getInt32(p, true);
+        else for (let i = 0; i < n; i++, p += 8) out[i] = dv.getFloat64(p, true);
+        this.#pos = p;
         return out;
       }
       case T_OBJ: {

@@ -53,9 +53,23 @@ describe('Pipe and Connection in one process', () => {
       [1, 'two', [3], { four: 4 }], { a: 1, nested: { b: [null] } }, Buffer.from('bytes'), new Uint8Array([1, 2, 3]),
       new Map([[1, { x: 2 }]]), new Set(['s']), new Date(5), 10n, /re/g, new Float64Array([1.25]),
       'long'.repeat(1000), Buffer.alloc(100_000, 7),
+      // packed number arrays: int32 and float64 forms, the edges of int32, -0, NaN, Infinity
+      [0, 1, -1, 2 ** 31 - 1, -(2 ** 31), 7, 8, 9],
+      [0, 1, 2, 3, 4, 5, 6, -0],
+      [1.5, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 53, -1e-300, 0],
+      Array.from({ length: 5000 }, (_, i) => i * 3 - 7000),
     ];
     for (const v of values) a.send(v);
-    for (const v of values) expect(b.recvSync()).toEqual(v);
+    for (const v of values) expect(b.recvSync()).toStrictEqual(v);
+    // -0 survives inside a packed array; a holey array keeps its holes (general path)
+    a.send([1, 2, 3, 4, 5, 6, 7, -0]);
+    expect(Object.is((b.recvSync() as number[])[7], -0)).toBe(true);
+    // eslint-disable-next-line no-sparse-arrays
+    const holey = [1, , 3, 4, 5, 6, 7, 8, 9];
+    a.send(holey);
+    const h = b.recvSync() as number[];
+    expect(1 in h).toBe(false);
+    expect(h).toStrictEqual(holey);
     expect(Object.is(b.recvSync.length, 0)).toBe(true);
     // shared references and cycles survive (v8 path)
     const shared = { s: 1 };
