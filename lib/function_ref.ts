@@ -208,6 +208,36 @@ export function internalRef(moduleBase: string, name: string): FunctionRef {
   return { module: pathToFileURL(path.join(libraryDir(), `${moduleBase}.js`)).href, name };
 }
 
+/**
+ * A reference for `fn` if a CommonJS module in require.cache exports it, else null. A forked
+ * process finds such a function in its copy of the cache without importing anything
+ * (`requireRef`), so this is what the fork start method uses.
+ */
+export function commonJsRef(fn: unknown): FunctionRef | null {
+  if (typeof fn !== 'function') return null;
+  const origin = native.functionOrigin(fn);
+  return (origin && fromCommonJs(fn, origin.script)) || null;
+}
+
+/**
+ * The function a CommonJS reference (commonJsRef) names, synchronously: from this process's
+ * module cache, or loaded now with Node's own require (never a custom loader's import()).
+ */
+export function requireRef(ref: FunctionRef): ((...a: unknown[]) => unknown) | null {
+  if (!ref.module.startsWith('file:')) return null;
+  const file = fileURLToPath(ref.module);
+  let ex: unknown = requireCache()[file]?.exports;
+  if (ex === undefined) {
+    try {
+      ex = Module.createRequire(file)(file);
+    } catch {
+      return null;
+    }
+  }
+  const fn = ref.name === 'default' && typeof ex === 'function' ? ex : (ex as Record<string, unknown> | undefined)?.[ref.name];
+  return typeof fn === 'function' ? (fn as (...a: unknown[]) => unknown) : null;
+}
+
 // ---- the receiving side
 
 const resolved = new Map<string, Promise<(...a: unknown[]) => unknown>>();

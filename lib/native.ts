@@ -122,6 +122,10 @@ export interface NativePipe {
   /** Writes one CPython-framed message whose body is the chunks, with fds as SCM_RIGHTS. */
   sendFrame(fd: number, isSocket: boolean, chunks: Uint8Array[], fds?: number[]): void;
   FrameReader: new (fd: number, isSocket: boolean) => NativeFrameReader;
+  /** Non-blocking send of bytes[offset..] on a socket; the bytes written now (0: buffer full). */
+  writeSome(fd: number, bytes: Uint8Array, offset: number): number;
+  /** CPython's frame header for a body of `length` bytes. */
+  frameHeader(length: number): Buffer;
   Watcher: new (fd: number, callback: (events: number) => void) => NativeWatcher;
   socketListen(family: string, hostOrPath: string, port: number, backlog: number): { fd: number; address: NativeSockAddr };
   /** -1 when no connection is pending. */

@@ -15,9 +15,9 @@
 // the pool re-fork that worker (once it is idle); workers are reused while they know the
 // function. So any closure works, including one created after the pool.
 //
-// Deadlock guard: sends are blocking writes. A worker blocked writing results while the parent
-// blocks writing a batch to it would deadlock, so a batch is only sent ahead (prefetched) while
-// the bytes the worker has not consumed stay far below a socket buffer.
+// No deadlock: the parent's writes never block (what does not fit in the socket waits in a
+// queue, written when the socket is writable), so it always reads the results a worker is
+// blocked writing; batches are sent ahead (PREFETCH) whatever their size, up to AHEAD_BYTES.
 import { inspect } from 'node:util';
 
 import { checkTimeout, DeferredResult } from './_deferred';
@@ -34,7 +34,7 @@ import {
 } from './errors';
 import * as errorClasses from './errors';
 import { assertForkSafe } from './forksafe';
-import { internalRef, isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
+import { commonJsRef, requireRef, internalRef, isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
 import { native } from './native';
 import { cpuCount, Process, type ProcessOptions } from './process';
 import { encodeMessage } from './reduction';
@@ -260,12 +260,12 @@ export async function workerMain(conn: Connection, initializer: AnyFn | Function
           if (fn === undefined) throw new ValueError(`pool worker does not know function #${fnId}`, { code: 'ERR_MP_INTERNAL' });
         } else {
           const key = `${fnId.module}#${fnId.name}`;
-          fn = byRef.get(key);
+          fn = byRef.get(key) ?? requireRef(fnId) ?? undefined;
           if (fn === undefined) {
             wentAsync = true;
             fn = await resolveFunctionRef(fnId);
-            byRef.set(key, fn);
           }
+          byRef.set(key, fn);
         }
         let value: unknown;
         if (kind === KIND_APPLY) {
@@ -380,13 +380,19 @@ export interface Job {
 }
 
 const PREFETCH = 2;
+const WRITABLE = 2;
+
+/** One frame (CPython header + body) in one Buffer: what #write queues. */
+function frameOf(enc: { chunks: Uint8Array[]; length: number }): Buffer {
+  const head = native.frameHeader(enc.length);
+  return Buffer.concat([head, ...enc.chunks], head.length + enc.length);
+}
 const MAX_BATCH = 256;
 /**
- * Bytes a worker may have unread in its pipe (batches sent ahead of the one it runs). Must stay
- * below the socket buffer so that sending ahead never blocks: Linux's AF_UNIX default is
- * ~208 KiB; macOS gives socketpairs 8 KiB.
+ * Bytes sent ahead to a worker (batches after the one it runs) beyond which no more is sent
+ * ahead: a memory bound, not a deadlock guard (the parent's writes never block, see #write).
  */
-const AHEAD_BYTES = process.platform === 'linux' ? 64 * 1024 : 4 * 1024;
+const AHEAD_BYTES = 4 * 1024 * 1024;
 
 interface Worker {
   proc: Process;
@@ -397,6 +403,10 @@ interface Worker {
   gen: number;
   batches: Unit[][];
   sizes: number[];
+  /** Frames not yet fully written (the parent never blocks writing: see #write). */
+  outq: { frame: Buffer; off: number }[];
+  /** Writability watch on a dup of fd, while outq is not empty. */
+  wwatch: { w: NativeWatcherLike; fd: number } | null;
   units: number;
   /** Units it returned results for. */
   done: number;
@@ -406,6 +416,11 @@ interface Worker {
   /** Reached maxTasksPerChild: replace it once idle. */
   retiring: boolean;
   gone: boolean;
+}
+
+interface NativeWatcherLike {
+  start(events: number): void;
+  close(): void;
 }
 
 function inFlightBytes(w: Worker): number {
@@ -502,7 +517,14 @@ export class PoolCore {
   registerFn(fn: AnyFn | FunctionRef | string): number {
     if (this.#method === 'fork') {
       if (typeof fn !== 'function') throw invalidArgType('func', 'a function under the fork start method', fn);
-      return acquireFn(fn);
+      const id = acquireFn(fn);
+      // An exported function also gets a reference: workers forked before it was registered
+      // resolve it by module instead of being re-forked (closures still need the fork).
+      if (!this.#refs.has(id) && id >= this.#oldestGen()) {
+        const ref = commonJsRef(fn); // ES modules and closures: found by id after a re-fork
+        if (ref !== null) this.#refs.set(id, ref);
+      }
+      return id;
     }
     const ref = toFunctionRef(fn, this.#method);
     // A reference given as data is registered under one stand-in function per module#name.
@@ -551,6 +573,8 @@ export class PoolCore {
       gen: this.#method === 'fork' ? nextFnId : Infinity,
       batches: [],
       sizes: [],
+      outq: [],
+      wwatch: null,
       units: 0,
       done: 0,
       reading: false,
@@ -583,16 +607,22 @@ export class PoolCore {
     this.#workers.splice(this.#workers.indexOf(w), 1);
     parentEnds.delete(w.fd);
     try {
-      native.sendFrame(w.fd, true, encodeMessage(0, null).chunks);
+      // Idle: nothing is queued, and a few bytes always fit in the socket buffer.
+      native.writeSome(w.fd, frameOf(encodeMessage(0, null)), 0);
     } catch {
       // already dead: the exit watcher reaps it
     }
+    this.#stopWriting(w);
     w.conn.close();
   }
 
   #lost(w: Worker): void {
-    if (w.gone) return;
+    if (w.gone) {
+      this.#stopWriting(w);
+      return;
+    }
     w.gone = true;
+    this.#stopWriting(w);
     const i = this.#workers.indexOf(w);
     if (i >= 0) this.#workers.splice(i, 1);
     parentEnds.delete(w.fd);
@@ -722,7 +752,8 @@ export class PoolCore {
     for (let round = 0; round < PREFETCH; round++) {
       for (const w of [...this.#workers]) {
         if (w.gone || w.stale || w.retiring || w.batches.length > round) continue;
-        if (w.batches.length > 0 && inFlightBytes(w) >= AHEAD_BYTES) continue;
+        // Bytes the parent could not write yet wait in outq; do not pile more on top.
+        if (w.batches.length > 0 && (w.outq.length > 0 || inFlightBytes(w) >= AHEAD_BYTES)) continue;
         const batch = this.#take(w, n);
         if (batch !== null) this.#send(w, batch);
         if ((w.stale || w.retiring) && w.batches.length === 0) this.#again = true;
@@ -745,7 +776,7 @@ export class PoolCore {
     const batch: Unit[] = [];
     while (batch.length < limit && this.#retry.length > 0) {
       const u = this.#retry[0]!;
-      if (u.job.fnId >= w.gen) break;
+      if (!this.#knows(w, u.job.fnId)) break;
       batch.push(this.#retry.shift()!);
     }
     if (batch.length === 0 && this.#retry.length > 0) {
@@ -758,7 +789,7 @@ export class PoolCore {
         k = this.#removeJob(k);
         continue;
       }
-      if (j.fnId >= w.gen) {
+      if (!this.#knows(w, j.fnId)) {
         if (batch.length === 0) this.#markStale(w, j.fnId);
         break;
       }
@@ -797,24 +828,97 @@ export class PoolCore {
   #markStale(w: Worker, fnId: number): void {
     // Everything queued that w cannot run counts.
     let units = 0;
-    for (const u of this.#retry) if (u.job.fnId >= w.gen) units++;
+    for (const u of this.#retry) if (!this.#knows(w, u.job.fnId)) units++;
     for (let k = this.#head; k < this.#jobs.length; k++) {
       const j = this.#jobs[k]!;
-      if (j.fnId >= w.gen) units += j.remaining;
+      if (!this.#knows(w, j.fnId)) units += j.remaining;
     }
     let capable = this.#opts.processes - this.#workers.length;
     for (const x of this.#workers) if (x.stale || x.gen > fnId) capable++;
     if (capable < Math.min(units, this.#opts.processes)) w.stale = true;
   }
 
+  /**
+   * Writes a frame without ever blocking. A blocking write to a worker that is itself blocked
+   * writing its results to us (a full socket both ways) would deadlock; so what does not fit in
+   * the socket now waits in w.outq, flushed when the socket becomes writable, while the event
+   * loop keeps reading results. Frames go out whole and in order.
+   */
+  #write(w: Worker, frame: Buffer): void {
+    if (w.outq.length > 0) {
+      w.outq.push({ frame, off: 0 });
+      return;
+    }
+    const n = native.writeSome(w.fd, frame, 0);
+    if (n === frame.length) return;
+    w.outq.push({ frame, off: n });
+    // A second watch on the same descriptor is not possible (the Connection reads it): watch a dup.
+    const fd = native.dup(w.fd);
+    const watch = new native.Watcher(fd, () => this.#flush(w));
+    w.wwatch = { w: watch, fd };
+    watch.start(WRITABLE);
+  }
+
+  #flush(w: Worker): void {
+    if (w.gone) {
+      // Retired, lost or terminated meanwhile: nothing more goes to it.
+      w.outq = [];
+      this.#stopWriting(w);
+      return;
+    }
+    try {
+      while (w.outq.length > 0) {
+        const o = w.outq[0]!;
+        const n = native.writeSome(w.fd, o.frame, o.off);
+        if (n === 0) return; // full again: wait for the next writable event
+        o.off += n;
+        if (o.off < o.frame.length) return;
+        w.outq.shift();
+      }
+    } catch {
+      // The worker is gone (EPIPE): its exit watcher fails or retries what it had.
+      this.#stopWriting(w);
+      this.#lost(w);
+      return;
+    }
+    this.#stopWriting(w);
+    this.schedule(); // room again: more may be sent ahead
+  }
+
+  #stopWriting(w: Worker): void {
+    if (w.wwatch !== null) {
+      w.wwatch.w.close();
+      native.close(w.wwatch.fd);
+      w.wwatch = null;
+    }
+    if (w.gone) w.outq = [];
+  }
+
+  /** Functions with an id below this are known to every worker (the oldest worker's fork). */
+  #oldestGen(): number {
+    let g = Infinity;
+    for (const w of this.#workers) g = Math.min(g, w.gen);
+    return g === Infinity ? 0 : g;
+  }
+
   /** What a task message names its function by: the registry id (fork) or the reference. */
-  #fnWire(fnId: number): number | FunctionRef {
-    return this.#method === 'fork' ? fnId : (this.#refs.get(fnId) as FunctionRef);
+  #fnWire(w: Worker, fnId: number): number | FunctionRef {
+    if (this.#method === 'fork' && fnId < w.gen) return fnId;
+    return this.#refs.get(fnId) as FunctionRef;
+  }
+
+  /**
+   * Can w run function fnId? A forked worker knows every function registered before its fork,
+   * and finds one exported by a module by reference (its copy of the module cache has it), so
+   * only closures newer than the worker need a re-fork.
+   */
+  #knows(w: Worker, fnId: number): boolean {
+    return fnId < w.gen || this.#refs.has(fnId);
   }
 
   #send(w: Worker, batch: Unit[]): void {
     let msg: unknown[] = [];
-    for (const u of batch) msg.push(u.kind, this.#fnWire(u.job.fnId), u.payload);
+    for (const u of batch) msg.push(u.kind, this.#fnWire(w, u.job.fnId), u.payload);
     let enc: { chunks: Uint8Array[]; length: number };
     try {
       enc = encodeMessage(msg, null);
@@ -832,17 +936,11 @@ export class PoolCore {
       if (good.length === 0) return;
       batch = good;
       msg = [];
-      for (const u of batch) msg.push(u.kind, this.#fnWire(u.job.fnId), u.payload);
+      for (const u of batch) msg.push(u.kind, this.#fnWire(w, u.job.fnId), u.payload);
       enc = encodeMessage(msg, null);
     }
-    if (w.batches.length > 0 && inFlightBytes(w) + enc.length > AHEAD_BYTES) {
-      // Too big to send ahead (the write could block while the worker blocks writing its
-      // results to us: deadlock). It goes first to whichever worker is idle next.
-      this.#retry.unshift(...batch);
-      return;
-    }
     try {
-      native.sendFrame(w.fd, true, enc.chunks);
+      this.#write(w, frameOf(enc));
     } catch {
       // The worker is gone (EPIPE): these units were never read.
       this.#retry.unshift(...batch);
@@ -935,6 +1033,8 @@ export class PoolCore {
     for (const w of ws) {
       w.gone = true;
       parentEnds.delete(w.fd);
+      // Before its fd is closed (and its number reused): queued writes must never reach a reuser.
+      this.#stopWriting(w);
       w.conn.close();
       try {
         w.proc.terminate();

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AsyncResult, CancelledError, defaultChunksize, getContext, Pool, TimeoutError, ValueError, WorkerLostError } from '../lib/index';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
+import { createRequire } from 'node:module';
 
 import { isDead, runFixture, waitUntil } from './fixtures/children';
 
@@ -157,6 +158,15 @@ describe('Pool', () => {
     const pidsAfterFirst = pool.pids.slice().sort();
     for (let i = 0; i < 5; i++) await pool.map(f, [1, 2, 3, 4]);
     expect(pool.pids.slice().sort()).toEqual(pidsAfterFirst);
+  });
+
+  it('a function exported by a CommonJS module after the pool was made runs without re-forking the workers', async () => {
+    const pool = makePool(2);
+    await pool.map((x: number) => x, [1, 2]); // workers up
+    const before = pool.pids.slice().sort();
+    const { double } = createRequire(__filename)('./fixtures/cjs-targets.cjs') as { double: (x: number) => number };
+    expect(await pool.map(double, [1, 2, 3, 4, 5, 6, 7, 8], { chunksize: 1 })).toEqual([2, 4, 6, 8, 10, 12, 14, 16]);
+    expect(pool.pids.slice().sort()).toEqual(before);
   });
 
   it('initializer runs in each worker with initargs', async () => {

@@ -286,6 +286,37 @@ static Napi::Value SendFrame(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// writeSome(fd, bytes, offset) -> bytes written now: a non-blocking send of bytes[offset..] on a
+// socket (MSG_DONTWAIT: the descriptor's own mode is untouched), 0 when the socket buffer is
+// full. For a sender that must never block (the pool's parent: a blocked write while the worker
+// blocks writing results to it would deadlock): it queues the rest and waits for writability.
+static Napi::Value WriteSome(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  if (!info[1].IsTypedArray() || !info[2].IsNumber()) return ThrowCode(env, "ERR_INVALID_ARG_TYPE", "writeSome(fd, bytes, offset)", true);
+  Napi::TypedArray t = info[1].As<Napi::TypedArray>();
+  size_t off = size_t(info[2].As<Napi::Number>().Int64Value());
+  if (off > t.ByteLength()) return ThrowCode(env, "ERR_OUT_OF_RANGE", "writeSome: offset beyond the end", true);
+  int flags = MSG_DONTWAIT;
+#ifdef MSG_NOSIGNAL
+  flags |= MSG_NOSIGNAL;
+#endif
+  ssize_t n = RetryEintr([&] { return send(fd, static_cast<char*>(TypedData(t)) + off, t.ByteLength() - off, flags); });
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
+    return ThrowErrno(env, errno, "send");
+  }
+  return Napi::Number::New(env, double(n));
+}
+
+// frameHeader(length) -> the CPython header for a body of that many bytes.
+static Napi::Value FrameHeader(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t h[12];
+  size_t n = EncodeHeader(h, uint64_t(info[0].As<Napi::Number>().Int64Value()));
+  return Napi::Buffer<uint8_t>::Copy(env, h, n);
+}
+
 // ---------------------------------------------------------------- frame reading
 
 // FrameReader(fd, isSocket): reads CPython frames from fd one at a time.
@@ -875,6 +906,8 @@ void InitPipe(Napi::Env env, Napi::Object exports) {
   exports.Set("fdKind", Napi::Function::New(env, FdKind, "fdKind"));
   exports.Set("pollFds", Napi::Function::New(env, PollFds, "pollFds"));
   exports.Set("sendFrame", Napi::Function::New(env, SendFrame, "sendFrame"));
+  exports.Set("writeSome", Napi::Function::New(env, WriteSome, "writeSome"));
+  exports.Set("frameHeader", Napi::Function::New(env, FrameHeader, "frameHeader"));
   exports.Set("socketListen", Napi::Function::New(env, Listen, "socketListen"));
   exports.Set("socketAccept", Napi::Function::New(env, Accept, "socketAccept"));
   exports.Set("socketConnect", Napi::Function::New(env, Connect, "socketConnect"));
