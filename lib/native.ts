@@ -124,6 +124,8 @@ export interface NativePipe {
   FrameReader: new (fd: number, isSocket: boolean) => NativeFrameReader;
   /** Non-blocking send of bytes[offset..] on a socket; the bytes written now (0: buffer full). */
   writeSome(fd: number, bytes: Uint8Array, offset: number): number;
+  /** Writes as much of one frame (header + chunks) as fits now, never blocking; the bytes written. */
+  trySendFrame(fd: number, chunks: Uint8Array[]): number;
   /** CPython's frame header for a body of `length` bytes. */
   frameHeader(length: number): Buffer;
   Watcher: new (fd: number, callback: (events: number) => void) => NativeWatcher;

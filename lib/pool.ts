@@ -844,14 +844,15 @@ export class PoolCore {
    * the socket now waits in w.outq, flushed when the socket becomes writable, while the event
    * loop keeps reading results. Frames go out whole and in order.
    */
-  #write(w: Worker, frame: Buffer): void {
+  #write(w: Worker, enc: { chunks: Uint8Array[]; length: number }): void {
     if (w.outq.length > 0) {
-      w.outq.push({ frame, off: 0 });
+      w.outq.push({ frame: frameOf(enc), off: 0 });
       return;
     }
-    const n = native.writeSome(w.fd, frame, 0);
-    if (n === frame.length) return;
-    w.outq.push({ frame, off: n });
+    // The common case: the whole frame fits in the socket now (no copy, one syscall).
+    const n = native.trySendFrame(w.fd, enc.chunks);
+    if (n === (enc.length <= 0x7fffffff ? 4 : 12) + enc.length) return;
+    w.outq.push({ frame: frameOf(enc), off: n });
     // A second watch on the same descriptor is not possible (the Connection reads it): watch a dup.
     const fd = native.dup(w.fd);
     const watch = new native.Watcher(fd, () => this.#flush(w));
@@ -940,7 +941,7 @@ export class PoolCore {
       enc = encodeMessage(msg, null);
     }
     try {
-      this.#write(w, frameOf(enc));
+      this.#write(w, enc);
     } catch {
       // The worker is gone (EPIPE): these units were never read.
       this.#retry.unshift(...batch);

@@ -309,6 +309,41 @@ static Napi::Value WriteSome(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(n));
 }
 
+// trySendFrame(fd, chunks) -> bytes of the frame (header + chunks) written now, without
+// blocking (sendmsg MSG_DONTWAIT): the whole frame in the common case, else what fit (the caller
+// queues the rest and continues with writeSome).
+static Napi::Value TrySendFrame(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  Napi::Array chunks = info[1].As<Napi::Array>();
+  uint32_t n = chunks.Length();
+  std::vector<struct iovec> iov(n + 1);
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::TypedArray t = chunks.Get(i).As<Napi::TypedArray>();
+    iov[i + 1].iov_base = TypedData(t);
+    iov[i + 1].iov_len = t.ByteLength();
+    total += t.ByteLength();
+  }
+  uint8_t hdr[12];
+  iov[0].iov_base = hdr;
+  iov[0].iov_len = EncodeHeader(hdr, total);
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = iov.size() > IOV_MAX ? IOV_MAX : iov.size();
+  int flags = MSG_DONTWAIT;
+#ifdef MSG_NOSIGNAL
+  flags |= MSG_NOSIGNAL;
+#endif
+  ssize_t w = RetryEintr([&] { return sendmsg(fd, &msg, flags); });
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
+    return ThrowErrno(env, errno, "sendmsg");
+  }
+  return Napi::Number::New(env, double(w));
+}
+
 // frameHeader(length) -> the CPython header for a body of that many bytes.
 static Napi::Value FrameHeader(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -907,6 +942,7 @@ void InitPipe(Napi::Env env, Napi::Object exports) {
   exports.Set("pollFds", Napi::Function::New(env, PollFds, "pollFds"));
   exports.Set("sendFrame", Napi::Function::New(env, SendFrame, "sendFrame"));
   exports.Set("writeSome", Napi::Function::New(env, WriteSome, "writeSome"));
+  exports.Set("trySendFrame", Napi::Function::New(env, TrySendFrame, "trySendFrame"));
   exports.Set("frameHeader", Napi::Function::New(env, FrameHeader, "frameHeader"));
   exports.Set("socketListen", Napi::Function::New(env, Listen, "socketListen"));
   exports.Set("socketAccept", Napi::Function::New(env, Accept, "socketAccept"));
