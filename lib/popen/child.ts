@@ -108,6 +108,11 @@ export const afterForkInChild = (function afterForkInChild(parentPid: number): v
   Object.defineProperty(process, 'pid', { value: pid, writable: false, configurable: true, enumerable: true });
   Object.defineProperty(process, 'ppid', { value: parentPid, writable: true, configurable: true, enumerable: true });
   refreshPid(); // the locks' cached pid (lib/_pid.ts)
+  exitAtNaturalEnd();
+});
+
+/** Once 'beforeExit' listeners ran and the loop is still empty: 'exit', then _exit (no teardown). */
+const exitAtNaturalEnd = (function exitAtNaturalEnd(): void {
   const emit = process.emit;
   process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]): boolean {
     const r = (emit as (e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
@@ -233,12 +238,7 @@ const exitChild = (function exitChild(code?: number | string | null): never {
  */
 export function installFastExit(): void {
   process.exit = exitChild as typeof process.exit;
-  const emit = process.emit;
-  process.emit = function (this: NodeJS.Process, event: string | symbol, ...args: unknown[]): boolean {
-    const r = (emit as (e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
-    if (event === 'beforeExit' && !native.loopAlive()) exitChild();
-    return r;
-  } as typeof process.emit;
+  exitAtNaturalEnd();
 }
 
 /**

@@ -16,9 +16,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { invalidArgType, ProcessError } from '../errors';
-import { native, type FdWatchHandle, type NativeFrameReader } from '../native';
+import { native, type NativeFrameReader } from '../native';
 import { ensureRunning, lifelineFd } from '../resource_tracker';
-import { PidPopen } from './pid';
+import { PidPopen, SentinelPopen } from './pid';
 import { CHILD_FD, sendStart, spawnNode } from './spawn';
 import { mainModulePath, prepareStart } from './start';
 import type { Popen, ProcessObject } from './types';
@@ -118,113 +118,51 @@ function connect(address: string): number {
 
 const SERVER_TIMEOUT_MS = 60_000;
 
-export class ForkserverPopen implements Popen {
+/** Connects, sends the start message and reads the child's pid (or the server's refusal). */
+function requestChild(msg: ReturnType<typeof prepareStart>): { fd: number; reader: NativeFrameReader; pid: number } {
+  const s = ensureServer();
+  const fd = connect(s.address);
+  const reader = new native.FrameReader(fd, true);
+  try {
+    sendStart(fd, msg);
+    // The first request waits for the server to start (~50 ms); later ones for one fork.
+    const r = reader.readSync(SERVER_TIMEOUT_MS);
+    if (!Buffer.isBuffer(r)) throw new ProcessError('the forkserver did not start the process (it died or timed out)', { code: 'ERR_MP_FORKSERVER' });
+    const reply = JSON.parse(r.toString()) as { pid?: number; error?: string };
+    if (typeof reply.pid !== 'number') throw new ProcessError(`the forkserver could not start the process: ${reply.error}`, { code: 'ERR_MP_FORKSERVER' });
+    native.setBlocking(fd, false);
+    return { fd, reader, pid: reply.pid };
+  } catch (e) {
+    reader.dispose();
+    native.close(fd);
+    throw e;
+  }
+}
+
+/** A child of the forkserver: its connection to the server is the sentinel and brings the exit code. */
+export class ForkserverPopen extends SentinelPopen {
   readonly method = 'forkserver';
   readonly pid: number;
-  readonly sentinel: number;
   #reader: NativeFrameReader;
-  #returncode: number | null = null;
-  #watch: FdWatchHandle | null = null;
-  #waiters = new Set<(code: number | null) => void>();
-  #closed = false;
 
   constructor(proc: ProcessObject) {
     const msg = prepareStart(proc, 'forkserver'); // throws before anything is started
-    const s = ensureServer();
-    const fd = connect(s.address);
-    this.sentinel = fd;
-    this.#reader = new native.FrameReader(fd, true);
-    try {
-      sendStart(fd, msg);
-      // The first request waits for the server to start (~50 ms); later ones for one fork.
-      const r = this.#reader.readSync(SERVER_TIMEOUT_MS);
-      if (!Buffer.isBuffer(r)) throw new ProcessError('the forkserver did not start the process (it died or timed out)', { code: 'ERR_MP_FORKSERVER' });
-      const reply = JSON.parse(r.toString()) as { pid?: number; error?: string };
-      if (typeof reply.pid !== 'number') throw new ProcessError(`the forkserver could not start the process: ${reply.error}`, { code: 'ERR_MP_FORKSERVER' });
-      this.pid = reply.pid;
-    } catch (e) {
-      this.#reader.dispose();
-      native.close(fd);
-      throw e;
-    }
-    native.setBlocking(fd, false);
-    this.#watch = new native.FdWatch(fd, () => {
-      this.poll();
-    });
-    if (proc.daemon) this.#watch.unref();
+    const { fd, reader, pid } = requestChild(msg);
+    super(fd, proc.daemon);
+    this.pid = pid;
+    this.#reader = reader;
   }
 
-  #settle(code: number): number {
-    this.#returncode = code;
-    this.#watch?.close();
-    this.#watch = null;
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const w of waiters) w(code);
-    return code;
-  }
-
-  poll(): number | null {
-    if (this.#returncode !== null || this.#closed) return this.#returncode;
+  protected collect(): number | null {
     const r = this.#reader.tryRead();
     if (r === null) return null;
-    if (Buffer.isBuffer(r)) return this.#settle((JSON.parse(r.toString()) as { code: number }).code);
-    return this.#settle(255); // EOF: the server died without telling
+    if (Buffer.isBuffer(r)) return (JSON.parse(r.toString()) as { code: number }).code;
+    return 255; // EOF: the server died without telling (CPython's forkserver says 255 too)
   }
 
-  wait(timeoutMs?: number): Promise<number | null> {
-    if (this.poll() !== null) return Promise.resolve(this.#returncode);
-    return new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = (code: number | null): void => {
-        if (timer !== undefined) clearTimeout(timer);
-        this.#waiters.delete(done);
-        resolve(code);
-      };
-      this.#waiters.add(done);
-      if (timeoutMs !== undefined) timer = setTimeout(() => done(null), Math.max(0, timeoutMs));
-    });
-  }
-
-  waitSync(timeoutMs?: number): number | null {
-    const deadline = timeoutMs === undefined ? Infinity : Date.now() + Math.max(0, timeoutMs);
-    for (;;) {
-      if (this.poll() !== null || this.#closed) return this.#returncode;
-      const left = deadline - Date.now();
-      if (left <= 0) return null;
-      native.waitReadable(this.sentinel, left === Infinity ? -1 : left);
-    }
-  }
-
-  setRef(ref: boolean): void {
-    if (ref) this.#watch?.ref();
-    else this.#watch?.unref();
-  }
-
-  #signal(sig: number): void {
-    if (this.poll() !== null) return;
-    try {
-      native.kill(this.pid, sig);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
-    }
-  }
-
-  terminate(): void {
-    this.#signal(15);
-  }
-
-  kill(): void {
-    this.#signal(9);
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#watch?.close();
-    this.#watch = null;
+  protected override closeSentinel(): void {
     this.#reader.dispose();
-    native.close(this.sentinel);
+    super.closeSentinel();
   }
 }
 

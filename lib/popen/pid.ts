@@ -32,44 +32,44 @@ export function openParentSentinel(parentPid: number, checkPpid = true): number 
   return fd;
 }
 
-export abstract class PidPopen implements Popen {
+/**
+ * A started child watched through a sentinel fd on the event loop (no thread pool): what every
+ * start method's Popen shares. Subclasses say how an exit code is collected once the sentinel
+ * is readable.
+ */
+export abstract class SentinelPopen implements Popen {
   abstract readonly method: string;
-  readonly pid: number;
+  abstract readonly pid: number;
   readonly sentinel: number;
   #returncode: number | null = null;
   #watch: FdWatchHandle | null = null;
   #waiters = new Set<(code: number | null) => void>();
   #closed = false;
 
-  /** `pipeSentinel`: the read end of a pipe only the child holds, when there are no pidfds (-1). */
-  constructor(pid: number, pipeSentinel: number, daemon: boolean) {
-    this.pid = pid;
-    // Cannot fail for our own unreaped child (a zombie still has its pid).
-    this.sentinel = pipeSentinel >= 0 ? pipeSentinel : native.pidfdOpen(pid);
-    this.#watch = new native.FdWatch(this.sentinel, () => this.#onReadable());
+  constructor(sentinel: number, daemon: boolean) {
+    this.sentinel = sentinel;
+    this.#watch = new native.FdWatch(this.sentinel, () => this.#collect(true));
     if (daemon) this.#watch.unref();
   }
 
-  #onReadable(): void {
-    if (this.poll() === null) this.#reap(false);
-  }
+  /** The exit code if it can be had now (`afterReadable`: the sentinel said so), else null. */
+  protected abstract collect(afterReadable: boolean): number | null;
 
-  /** Blocking waitpid when the sentinel said the child ended (a pipe's EOF can precede the zombie). */
-  #reap(noHang: boolean): number | null {
-    if (this.#returncode !== null) return this.#returncode;
-    const st = native.waitpid(this.pid, noHang);
-    if (st === null) return null;
-    this.#returncode = st.signal !== null ? -st.signal : (st.exitCode ?? 0);
+  #collect(afterReadable: boolean): number | null {
+    if (this.#returncode !== null || this.#closed) return this.#returncode;
+    const code = this.collect(afterReadable);
+    if (code === null) return null;
+    this.#returncode = code;
     this.#watch?.close();
     this.#watch = null;
     const waiters = [...this.#waiters];
     this.#waiters.clear();
-    for (const w of waiters) w(this.#returncode);
-    return this.#returncode;
+    for (const w of waiters) w(code);
+    return code;
   }
 
   poll(): number | null {
-    return this.#reap(true);
+    return this.#collect(false);
   }
 
   wait(timeoutMs?: number): Promise<number | null> {
@@ -87,10 +87,21 @@ export abstract class PidPopen implements Popen {
   }
 
   waitSync(timeoutMs?: number): number | null {
-    if (this.poll() !== null) return this.#returncode;
-    if (this.#closed) return this.#reap(false);
-    const ready = native.waitReadable(this.sentinel, timeoutMs === undefined ? -1 : Math.max(0, timeoutMs));
-    return ready ? this.#reap(false) : null;
+    const deadline = timeoutMs === undefined ? Infinity : Date.now() + Math.max(0, timeoutMs);
+    for (;;) {
+      if (this.poll() !== null || this.#closed) return this.#returncode ?? this.closedCode();
+      const left = deadline - Date.now();
+      if (left <= 0) return null;
+      if (native.waitReadable(this.sentinel, left === Infinity ? -1 : left)) {
+        const code = this.#collect(true);
+        if (code !== null) return code;
+      }
+    }
+  }
+
+  /** After close(): a last chance to learn the exit code without the sentinel (null: none). */
+  protected closedCode(): number | null {
+    return null;
   }
 
   setRef(ref: boolean): void {
@@ -99,7 +110,7 @@ export abstract class PidPopen implements Popen {
   }
 
   #signal(sig: number): void {
-    if (this.#returncode !== null) return;
+    if (this.poll() !== null) return;
     try {
       native.kill(this.pid, sig);
     } catch (e) {
@@ -121,6 +132,33 @@ export abstract class PidPopen implements Popen {
     this.#closed = true;
     this.#watch?.close();
     this.#watch = null;
+    this.closeSentinel();
+  }
+
+  protected closeSentinel(): void {
     native.close(this.sentinel);
+  }
+}
+
+/** Our own child, reaped with waitpid(pid) (the fork and spawn start methods). */
+export abstract class PidPopen extends SentinelPopen {
+  readonly pid: number;
+
+  /** `pipeSentinel`: the read end of a pipe only the child holds, when there are no pidfds (-1). */
+  constructor(pid: number, pipeSentinel: number, daemon: boolean) {
+    // Cannot fail for our own unreaped child (a zombie still has its pid).
+    super(pipeSentinel >= 0 ? pipeSentinel : native.pidfdOpen(pid), daemon);
+    this.pid = pid;
+  }
+
+  /** Blocking waitpid once the sentinel said the child ended (a pipe's EOF can precede the zombie). */
+  protected collect(afterReadable: boolean): number | null {
+    const st = native.waitpid(this.pid, !afterReadable);
+    if (st === null) return null;
+    return st.signal !== null ? -st.signal : (st.exitCode ?? 0);
+  }
+
+  protected override closedCode(): number | null {
+    return this.collect(true);
   }
 }

@@ -258,6 +258,22 @@ static size_t EncodeHeader(uint8_t* h, uint64_t len) {
   return 12;
 }
 
+// The iovecs of one frame: CPython's header (written into hdr) then the chunks, uncopied.
+static std::vector<struct iovec> FrameIov(Napi::Array chunks, uint8_t* hdr) {
+  uint32_t n = chunks.Length();
+  std::vector<struct iovec> iov(n + 1);
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::TypedArray t = chunks.Get(i).As<Napi::TypedArray>();
+    iov[i + 1].iov_base = TypedData(t);
+    iov[i + 1].iov_len = t.ByteLength();
+    total += t.ByteLength();
+  }
+  iov[0].iov_base = hdr;
+  iov[0].iov_len = EncodeHeader(hdr, total);
+  return iov;
+}
+
 // sendFrame(fd, isSocket, chunks: Uint8Array[], fds?: number[]): writes one frame whose body
 // is the concatenation of chunks (a tag byte and a payload travel without being joined in JS).
 static Napi::Value SendFrame(const Napi::CallbackInfo& info) {
@@ -270,18 +286,8 @@ static Napi::Value SendFrame(const Napi::CallbackInfo& info) {
     Napi::Array a = info[3].As<Napi::Array>();
     for (uint32_t i = 0; i < a.Length(); i++) fds.push_back(a.Get(i).As<Napi::Number>().Int32Value());
   }
-  uint32_t n = chunks.Length();
-  std::vector<struct iovec> iov(n + 1);
-  uint64_t total = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::TypedArray t = chunks.Get(i).As<Napi::TypedArray>();
-    iov[i + 1].iov_base = TypedData(t);
-    iov[i + 1].iov_len = t.ByteLength();
-    total += t.ByteLength();
-  }
   uint8_t hdr[12];
-  iov[0].iov_base = hdr;
-  iov[0].iov_len = EncodeHeader(hdr, total);
+  std::vector<struct iovec> iov = FrameIov(chunks, hdr);
   if (WriteAllV(fd, sock, iov.data(), int(iov.size()), fds) < 0) return ThrowErrno(env, errno, sock ? "sendmsg" : "write");
   return env.Undefined();
 }
@@ -316,18 +322,8 @@ static Napi::Value TrySendFrame(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
   Napi::Array chunks = info[1].As<Napi::Array>();
-  uint32_t n = chunks.Length();
-  std::vector<struct iovec> iov(n + 1);
-  uint64_t total = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::TypedArray t = chunks.Get(i).As<Napi::TypedArray>();
-    iov[i + 1].iov_base = TypedData(t);
-    iov[i + 1].iov_len = t.ByteLength();
-    total += t.ByteLength();
-  }
   uint8_t hdr[12];
-  iov[0].iov_base = hdr;
-  iov[0].iov_len = EncodeHeader(hdr, total);
+  std::vector<struct iovec> iov = FrameIov(chunks, hdr);
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
   msg.msg_iov = iov.data();
