@@ -292,6 +292,25 @@ static Napi::Value SendFrame(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// One sendmsg that never blocks (MSG_DONTWAIT: the descriptor's own mode is untouched) nor
+// raises SIGPIPE: the bytes written, 0 when the socket buffer is full.
+static Napi::Value SendNow(Napi::Env env, int fd, struct iovec* iov, size_t iovcnt) {
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = iov;
+  msg.msg_iovlen = iovcnt > IOV_MAX ? IOV_MAX : iovcnt;
+  int flags = MSG_DONTWAIT;
+#ifdef MSG_NOSIGNAL
+  flags |= MSG_NOSIGNAL;
+#endif
+  ssize_t n = RetryEintr([&] { return sendmsg(fd, &msg, flags); });
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
+    return ThrowErrno(env, errno, "sendmsg");
+  }
+  return Napi::Number::New(env, double(n));
+}
+
 // writeSome(fd, bytes, offset) -> bytes written now: a non-blocking send of bytes[offset..] on a
 // socket (MSG_DONTWAIT: the descriptor's own mode is untouched), 0 when the socket buffer is
 // full. For a sender that must never block (the pool's parent: a blocked write while the worker
@@ -303,16 +322,8 @@ static Napi::Value WriteSome(const Napi::CallbackInfo& info) {
   Napi::TypedArray t = info[1].As<Napi::TypedArray>();
   size_t off = size_t(info[2].As<Napi::Number>().Int64Value());
   if (off > t.ByteLength()) return ThrowCode(env, "ERR_OUT_OF_RANGE", "writeSome: offset beyond the end", true);
-  int flags = MSG_DONTWAIT;
-#ifdef MSG_NOSIGNAL
-  flags |= MSG_NOSIGNAL;
-#endif
-  ssize_t n = RetryEintr([&] { return send(fd, static_cast<char*>(TypedData(t)) + off, t.ByteLength() - off, flags); });
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
-    return ThrowErrno(env, errno, "send");
-  }
-  return Napi::Number::New(env, double(n));
+  struct iovec one = {static_cast<char*>(TypedData(t)) + off, t.ByteLength() - off};
+  return SendNow(env, fd, &one, 1);
 }
 
 // trySendFrame(fd, chunks) -> bytes of the frame (header + chunks) written now, without
@@ -324,20 +335,7 @@ static Napi::Value TrySendFrame(const Napi::CallbackInfo& info) {
   Napi::Array chunks = info[1].As<Napi::Array>();
   uint8_t hdr[12];
   std::vector<struct iovec> iov = FrameIov(chunks, hdr);
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = iov.data();
-  msg.msg_iovlen = iov.size() > IOV_MAX ? IOV_MAX : iov.size();
-  int flags = MSG_DONTWAIT;
-#ifdef MSG_NOSIGNAL
-  flags |= MSG_NOSIGNAL;
-#endif
-  ssize_t w = RetryEintr([&] { return sendmsg(fd, &msg, flags); });
-  if (w < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
-    return ThrowErrno(env, errno, "sendmsg");
-  }
-  return Napi::Number::New(env, double(w));
+  return SendNow(env, fd, iov.data(), iov.size());
 }
 
 // frameHeader(length) -> the CPython header for a body of that many bytes.
