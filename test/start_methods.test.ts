@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { getContext, Lock, Pipe, Queue, Value, type Process } from '../lib/index';
+import { getContext, Lock, Pipe, Queue, setExecutable, Value, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
 import { usePipeTransport } from '../lib/popen/spawn';
 
@@ -131,6 +131,27 @@ describe('the fork-context rule (CPython: "created in a fork context")', () => {
     expect(b.recvSync()).toBeDefined();
     a.close();
     b.close();
+  });
+});
+
+describe('setExecutable', () => {
+  it('spawn children run the binary it names', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-exe-'));
+    const marker = path.join(dir, 'used');
+    const wrapper = path.join(dir, 'node-wrapper.sh');
+    fs.writeFileSync(wrapper, `#!/bin/sh\necho "$$" >> ${JSON.stringify(marker)}\nexec ${JSON.stringify(process.execPath)} "$@"\n`, { mode: 0o755 });
+    expect(() => setExecutable('')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    setExecutable(wrapper);
+    try {
+      const p = track(new (getContext('spawn').Process)({ target: exitWith, args: [6] }));
+      p.start();
+      await p.join(10_000);
+      expect(p.exitCode).toBe(6);
+      expect(fs.readFileSync(marker, 'utf8').trim()).toBe(String(p.pid)); // exec keeps the pid
+    } finally {
+      setExecutable(process.execPath);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
