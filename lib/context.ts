@@ -288,7 +288,10 @@ setDefaultMethodReader(() => defaultContext.getStartMethod());
 setStartMethodHooks(
   () => defaultContext.getStartMethod({ allowNone: true }),
   (m) => {
-    if (METHODS.includes(m as StartMethod)) defaultContext.setStartMethod(m as StartMethod, { force: true });
+    // The parent's method, as CPython's spawn children take it, unless this process cannot use
+    // it (fork, in a child started without --single-threaded): then its own default applies.
+    if (!METHODS.includes(m as StartMethod) || (m === 'fork' && !isForkSafe())) return;
+    defaultContext.setStartMethod(m as StartMethod, { force: true });
   },
 );
 

@@ -25,6 +25,9 @@ const expectations: Record<string, { env?: Record<string, string>; out: RegExp }
   'pipe.js': { out: /child got: hi back/ },
   'counter.js': { out: /counter = 40000 \(expected 40000\)/ },
   'pool_primes.js': { env: { PRIMES_COUNT: '3000' }, out: /1000000001 = 7 x 11 x 13 x 19 x 52579\nserial \d+ ms, Pool\(\d+\) \d+ ms/ },
+  'start_methods.js': {
+    out: /fork {7}child pid ok: 12 \* 12 = 144, exit 0[\s\S]*forkserver child pid ok: 12 \* 12 = 144, exit 0[\s\S]*spawn {6}child pid ok: 12 \* 12 = 144, exit 0[\s\S]*closure under spawn: ERR_MP_NOT_REFERENCEABLE/,
+  },
   'pool_apply_async.js': {
     out: /sum of squares 285\nget\(10\): TimeoutError[\s\S]*imap: sum of squares 1\.\.100 = 338350\nclosure: \[ 7, 14, 21 \]\nerror: true out of range in the worker/,
   },

@@ -75,8 +75,9 @@ let spawnedMain: string | null = null;
 
 /**
  * Node options a fresh child should run with: the parent's, minus those that cannot be shared
- * (an inspector port, code given with -e), and the multiproc bin's fork-time additions: its
- * --use-largepages (which costs a fresh process ~15 ms of start-up) and its preload.
+ * (an inspector port, code given with -e), and the multiproc bin's fork-time additions:
+ * --single-threaded, --use-largepages (together ~60 ms of a fresh process's start-up) and its
+ * preload.
  */
 export function childExecArgv(): string[] {
   const out: string[] = [];
@@ -84,6 +85,10 @@ export function childExecArgv(): string[] {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a.startsWith('--use-largepages')) continue;
+    // A fork-safety flag for a process that forks: a fresh child pays ~45 ms of start-up for it
+    // (V8 compiles everything on the main thread). Its own children then use the forkserver,
+    // which adds the flag where it matters (lib/popen/forkserver.ts).
+    if (a === '--single-threaded') continue;
     // The bin's preload of this library: a fresh child loads the library first thing anyway.
     if ((a === '--require' || a === '-r') && /[\\/]dist[\\/]preload\.js$/.test(argv[i + 1] ?? '')) {
       i++;
