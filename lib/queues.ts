@@ -318,9 +318,11 @@ export class Queue<T = unknown> {
       let p = off + 8;
       for (const c of enc.chunks) {
         // V8 copies into shared memory byte-wise when unaligned: memcpy for anything sizable.
-        if (c.length >= 256) native.copyBytes(this.#buf, p, c, 0, c.length);
-        else this.#buf.set(c, p);
-        p += c.length;
+        const n = c.length;
+        if (n >= 256) native.copyBytes(this.#buf, p, c, 0, n);
+        else if (n > 16) this.#buf.set(c, p);
+        else for (let i = 0; i < n; i++) this.#buf[p + i] = c[i] as number; // a small item: no builtin call
+        p += n;
       }
       if (this.kind === 'JoinableQueue') Atomics.add(w, UNFINISHED, 1);
       // Publish: the one store that makes the record visible.
