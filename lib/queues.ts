@@ -87,8 +87,12 @@ function deadline(timeout: number | undefined): number {
   return timeout === undefined ? Infinity : Date.now() + Math.max(0, timeout);
 }
 
-function checkOpts(opts: unknown): { block: boolean; timeout: number | undefined } {
-  if (opts === undefined) return { block: true, timeout: undefined };
+const BLOCK_FOREVER: { readonly block: boolean; readonly timeout: number | undefined } = Object.freeze({ block: true, timeout: undefined });
+
+function checkOpts(opts: unknown): { readonly block: boolean; readonly timeout: number | undefined } {
+  // The common call (no options) allocates nothing: garbage per item is a forked producer's
+  // copy-on-write faults and scavenges.
+  if (opts === undefined) return BLOCK_FOREVER;
   if (typeof opts !== 'object' || opts === null) throw invalidArgType('options', 'an object', opts);
   const { block = true, timeout } = opts as PutOptions;
   if (typeof block !== 'boolean') throw invalidArgType('block', 'of type boolean', block);
