@@ -1,7 +1,8 @@
 // Pools: map of a trivial function (chunksize 1 and default), apply round trip, CPU-bound
 // factorisation speedup (serial vs 2 workers, pool start/stop included) and the first call of a
 // function the workers have not seen. Ours vs CPython Pool(2) (fork), piscina (2 threads) and a
-// child_process.fork round-robin pool of 2.
+// child_process.fork round-robin pool of 2. Pool(2) under the forkserver and spawn start methods:
+// start-up, apply round trip and map chunksize 1, ours vs CPython's under the same method.
 //   node bench/pool.mjs [--quick] [--rounds N] [--json out.json]
 import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -15,8 +16,10 @@ const nowNs = () => Number(process.hrtime.bigint());
 const CHILD = path.join(BENCH_DIR, 'lib', 'children.cjs');
 const WORKERS = 2;
 
-const ident = (x) => x;
-const noop = () => null;
+// Exported: under spawn/forkserver the workers import them from this module by reference (the
+// bench does not run again there: benchMain returns in a child, as `if __name__ == '__main__'`).
+export const ident = (x) => x;
+export const noop = () => null;
 
 const range = (a, n) => Array.from({ length: n }, (_, i) => a + i);
 function sameArray(a, b) {
@@ -35,6 +38,7 @@ const freshFunction = (i) => (0, eval)(`(x) => x + ${i}`);
  */
 async function poolSuite(cfg, rec, P) {
   const data = range(0, cfg.n_map);
+  if (P.start) await startStep(rec, P.start, cfg.n_start);
   const pool = await P.create();
   await P.map(pool, 'ident', range(0, 1000)); // warm-up
   await rec.step('map_chunk1_tps', async () => {
@@ -79,6 +83,57 @@ async function poolSuite(cfg, rec, P) {
   await cpuSpeedup(rec, P, range(cfg.cpu_start, cfg.cpu_big_count), 'cpu_big');
 }
 
+/** Pool(2) start-up: constructor to the answer of map(ident, [0, 1], chunksize 1) (median;
+ * close+join not counted). */
+async function startStep(rec, create, n) {
+  await rec.step('start_ms', async () => {
+    const lat = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = nowNs();
+      const p = create();
+      const r = await p.map(ident, [0, 1], { chunksize: 1 });
+      lat.push((nowNs() - t0) / 1e6);
+      if (!sameArray(r, [0, 1])) throw new Error('start-up map: wrong result');
+      p.close();
+      await p.join();
+    }
+    return median(lat);
+  });
+}
+
+/** Pool(2) under `method` (forkserver / spawn): start-up, map chunksize 1, apply round trip. */
+async function methodSuite(cfg, rec, mp, method) {
+  const ctx = mp.getContext(method);
+  if (method === 'forkserver') {
+    const p = ctx.Pool(1); // starts the server (CPython's rows start it before measuring too)
+    await p.apply(noop);
+    await p.terminate();
+  }
+  await startStep(rec, () => ctx.Pool(WORKERS), cfg.n_start);
+  const P = { ...oursPool(mp), create: async () => ctx.Pool(WORKERS) };
+  const data = range(0, cfg.n_map);
+  const pool = await P.create();
+  await P.map(pool, 'ident', range(0, 1000)); // warm-up
+  await rec.step('map_chunk1_tps', async () => {
+    const t0 = nowNs();
+    const r = await P.map(pool, 'ident', data, 1);
+    const dt = (nowNs() - t0) / 1e9;
+    if (!sameArray(r, data)) throw new Error('map chunksize=1: wrong result');
+    return data.length / dt;
+  });
+  await rec.step('apply_rtt_us', async () => {
+    for (let i = 0; i < 200; i++) await P.apply(pool);
+    const lat = [];
+    for (let i = 0; i < cfg.n_rtt; i++) {
+      const t0 = nowNs();
+      await P.apply(pool);
+      lat.push((nowNs() - t0) / 1e3);
+    }
+    return median(lat);
+  });
+  await P.close(pool);
+}
+
 async function cpuSpeedup(rec, P, nums, prefix) {
   let ref;
   await rec.step(`${prefix}_serial_s`, () => {
@@ -108,6 +163,7 @@ async function cpuSpeedup(rec, P, nums, prefix) {
 const FN = { ident, factorize };
 
 const oursPool = (mp) => ({
+  start: () => new mp.Pool(WORKERS),
   create: async () => new mp.Pool(WORKERS),
   close: async (p) => {
     p.close();
@@ -183,16 +239,18 @@ const cpPool = {
   closure: (p, i) => p.run({ op: 'source', src: freshFunction(i).toString(), arg: [1] }),
 };
 
-const PY = ['map_chunk1_tps', 'map_default_tps', 'apply_rtt_us', 'closure_us', 'cpu_serial_s', 'cpu_pool_s', 'cpu_speedup'];
-const ALL = [...PY, 'cpu_big_serial_s', 'cpu_big_pool_s', 'cpu_big_speedup'];
+const METHOD = ['start_ms', 'map_chunk1_tps', 'apply_rtt_us'];
+const PY = ['start_ms', 'map_chunk1_tps', 'map_default_tps', 'apply_rtt_us', 'closure_us', 'cpu_serial_s', 'cpu_pool_s', 'cpu_speedup'];
+const ALL = [...PY.slice(1), 'cpu_big_serial_s', 'cpu_big_pool_s', 'cpu_big_speedup'];
 
 await benchMain({
   name: 'pool',
   title: 'Pools of 2 workers (bench/pool.mjs)',
   file: import.meta.url,
-  full: { n_map: 200000, n_rtt: 2000, n_closure: 200, cpu_start: 1000000000, cpu_count: 10000, cpu_big_count: 200000 },
-  quick: { n_map: 20000, n_rtt: 200, n_closure: 50, cpu_start: 1000000000, cpu_count: 2000, cpu_big_count: 40000 },
+  full: { n_start: 20, n_map: 200000, n_rtt: 2000, n_closure: 200, cpu_start: 1000000000, cpu_count: 10000, cpu_big_count: 200000 },
+  quick: { n_start: 4, n_map: 20000, n_rtt: 200, n_closure: 50, cpu_start: 1000000000, cpu_count: 2000, cpu_big_count: 40000 },
   metrics: [
+    { key: 'start_ms', label: 'Pool(2) start-up: constructor to the answer of map(x => x, [0, 1], chunksize 1) (median)', unit: 'ms', better: 'lower', digits: 1 },
     { key: 'map_chunk1_tps', label: 'map(x => x, 0..n), chunksize 1', unit: 'tasks/s', better: 'higher', digits: 0 },
     { key: 'map_default_tps', label: 'map(x => x, 0..n), default chunksize (CPython rule)', unit: 'tasks/s', better: 'higher', digits: 0 },
     { key: 'apply_rtt_us', label: 'apply(noop) round trip (median)', unit: 'µs', better: 'lower', digits: 0 },
@@ -205,14 +263,19 @@ await benchMain({
     { key: 'cpu_big_speedup', label: 'pool speedup vs serial, bigger range', unit: '×', better: 'higher', digits: 2 },
   ],
   variants: [
-    { id: 'ours', label: 'multiproc Pool(2) (fork)', side: 'ours', requires: ['Pool'], metrics: ALL, run: (c, r, mp) => poolSuite(c, r, oursPool(mp)) },
-    { id: 'cpython', label: 'CPython multiprocessing Pool(2) (fork)', side: 'python', script: 'pool.py', metrics: PY },
+    { id: 'ours', label: 'multiproc Pool(2) (fork)', side: 'ours', requires: ['Pool'], metrics: ['start_ms', ...ALL], run: (c, r, mp) => poolSuite(c, r, oursPool(mp)) },
+    { id: 'cpython', label: 'CPython multiprocessing Pool(2) (fork)', side: 'python', script: 'pool.py', against: 'ours', metrics: PY },
+    ...['forkserver', 'spawn'].flatMap((method) => [
+      { id: `ours_${method}`, label: `multiproc Pool(2) (${method})`, side: 'ours', requires: ['Pool', 'getContext'], metrics: METHOD, run: (c, r, mp) => methodSuite(c, r, mp, method) },
+      { id: `cpython_${method}`, label: `CPython multiprocessing Pool(2) (${method})`, side: 'python', script: 'pool.py', scriptArgs: [method], against: `ours_${method}`, metrics: METHOD },
+    ]),
     { id: 'piscina', label: 'piscina (2 worker threads)', side: 'node', metrics: ALL, run: (c, r) => poolSuite(c, r, piscinaPool()) },
     { id: 'cp_pool', label: 'child_process.fork round-robin pool of 2', side: 'node', metrics: ALL, run: (c, r) => poolSuite(c, r, cpPool) },
   ],
   targets: [
-    ...['map_chunk1_tps', 'map_default_tps', 'apply_rtt_us'].map((metric) => ({ metric, vs: 'cpython', atLeast: 1 })),
-    ...['map_chunk1_tps', 'apply_rtt_us', 'cpu_big_speedup'].map((metric) => ({ metric, vs: 'piscina', atLeast: 1 })),
+    ...['map_chunk1_tps', 'map_default_tps', 'apply_rtt_us'].map((metric) => ({ metric, of: 'ours', vs: 'cpython', atLeast: 1 })),
+    ...['forkserver', 'spawn'].flatMap((m) => ['start_ms', 'map_chunk1_tps', 'apply_rtt_us'].map((metric) => ({ metric, of: `ours_${m}`, vs: `cpython_${m}`, atLeast: 1 }))),
+    ...['map_chunk1_tps', 'apply_rtt_us', 'cpu_big_speedup'].map((metric) => ({ metric, of: 'ours', vs: 'piscina', atLeast: 1 })),
   ],
   notes: [
     'new function: ours gets a fresh function object; CPython, piscina and the child_process pool get its source text and compile it once per worker (pickle and structured clone cannot carry code)',

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """CPython side of bench/pool.mjs: Pool(2).map of a trivial function (chunksize 1 and default),
 apply() round trip, CPU-bound factorisation serial vs Pool(2), and the first call of a function
-the workers have not seen (start method fork)."""
+the workers have not seen (start method fork).
+    python3 bench/cpython/pool.py [fork|forkserver|spawn]
+Under forkserver / spawn (bench/pool.mjs's rows of those methods): Pool(2) start-up, map chunksize 1
+and the apply() round trip only."""
 import multiprocessing as mp
+import sys
 
 from common import Recorder, config, med, perf, perf_ns
 
@@ -51,11 +55,31 @@ def run_source(src, args):
     return fn(*args)
 
 
+def start_ms(ctx, n):
+    """Pool(2) start-up: constructor to the answer of map(ident, [0, 1], chunksize=1) (median;
+    close+join not counted), as bench/pool.mjs."""
+    lat = []
+    for _ in range(n):
+        t0 = perf_ns()
+        pool = ctx.Pool(2)
+        r = pool.map(ident, [0, 1], chunksize=1)
+        lat.append((perf_ns() - t0) / 1e6)
+        assert r == [0, 1]
+        pool.close()
+        pool.join()
+    return med(lat)
+
+
 def main():
-    cfg = config({"n_map": 200_000, "n_rtt": 2000, "n_closure": 200, "cpu_start": 1_000_000_000, "cpu_count": 10_000})
-    ctx = mp.get_context("fork")
+    method = sys.argv[1] if len(sys.argv) > 1 else "fork"
+    cfg = config({"n_start": 20, "n_map": 200_000, "n_rtt": 2000, "n_closure": 200, "cpu_start": 1_000_000_000, "cpu_count": 10_000})
+    ctx = mp.get_context(method)
     rec = Recorder()
     data = list(range(cfg["n_map"]))
+    if method == "forkserver":
+        with ctx.Pool(1) as p:                 # starts the server
+            p.apply(noop)
+    rec.step(lambda: {"start_ms": start_ms(ctx, cfg["n_start"])})
     with ctx.Pool(2) as pool:
         pool.map(ident, range(1000))           # warm
 
@@ -94,9 +118,15 @@ def main():
             return {"closure_us": med(lat)}
 
         rec.step(m1)
-        rec.step(md)
-        rec.step(rtt)
-        rec.step(closure)
+        if method != "fork":
+            rec.step(rtt)
+        else:
+            rec.step(md)
+            rec.step(rtt)
+            rec.step(closure)
+    if method != "fork":
+        rec.finish()
+        return
 
     rng = range(cfg["cpu_start"], cfg["cpu_start"] + cfg["cpu_count"])
     box = {}

@@ -299,7 +299,7 @@ const MULTIPROC_BIN = path.join(REPO_DIR, 'bin', 'multiproc.js');
 
 function commandFor(spec, v, file, opts = {}) {
   if (v.side === 'python') {
-    return { cmd: process.env.PYTHON || 'python3', args: [path.join(BENCH_DIR, 'cpython', v.script)], how: 'python3' };
+    return { cmd: process.env.PYTHON || 'python3', args: [path.join(BENCH_DIR, 'cpython', v.script), ...(v.scriptArgs ?? [])], how: 'python3' };
   }
   const flags = v.nodeFlags ?? [];
   const self = [file, '--child', v.id];
@@ -404,7 +404,9 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
  * spec = { name, title, file (import.meta.url), full: cfg, quick: cfg,
  *          metrics: [{ key, label, unit, better: 'lower'|'higher', digits }],
  *          variants: [{ id, label, side: 'ours'|'node'|'python', metrics: [keys],
- *                       requires?: [exported names], run?(cfg, rec, mp), script?, nodeFlags? }],
+ *                       requires?: [exported names], run?(cfg, rec, mp), script?, scriptArgs?, nodeFlags? }],
+ *          (against: the id of the one ours variant an alternative's ratios compare with; a
+ *          target's `of` likewise)
  *          notes?: [strings] }
  */
 export async function benchMain(spec) {
@@ -485,7 +487,7 @@ function targetLine(spec, variants, results, summary, t) {
   const head = `target: ${m.label} — ours ≥ ${t.atLeast}× vs ${alt?.label ?? t.vs}`;
   const sums = summary[t.metric] ?? {};
   const parts = [];
-  for (const o of variants.filter((v) => v.side === 'ours' && v.metrics.includes(t.metric))) {
+  for (const o of variants.filter((v) => v.side === 'ours' && v.metrics.includes(t.metric) && (!t.of || v.id === t.of))) {
     const a = sums[t.vs];
     const b = sums[o.id];
     const tag = o.tag ? `${o.tag}: ` : '';
@@ -536,7 +538,7 @@ function buildReport(spec, variants, results, opts) {
       if (v.side !== 'ours' && s && m.noRatio) ratio = 'n/a (a ratio of ratios)';
       else if (v.side !== 'ours' && s) {
         const parts = [];
-        for (const o of oursVs) {
+        for (const o of oursVs.filter((x) => !v.against || x.id === v.against)) {
           const os_ = sums.get(o.id);
           if (!os_) continue;
           const r = m.better === 'lower' ? s.median / os_.median : os_.median / s.median;
