@@ -3,6 +3,7 @@
 // plain node can import); under fork the same exported functions work too.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 
 import { getContext, Pool, ProcessPoolExecutor, WorkerLostError, BrokenProcessPool, type StartMethod } from '../lib/index';
 
@@ -88,6 +89,16 @@ describe.each(['fork', 'forkserver', 'spawn'] as StartMethod[])('Pool(%s)', (met
     await pool.terminate();
     expect(Date.now() - t0).toBeLessThan(1500);
     expect(await pending).toBeInstanceOf(Error);
+  });
+
+  it('an initializer and tasks exported by a CommonJS module run by reference', async () => {
+    const cjs = createRequire(__filename)('./fixtures/cjs-targets.cjs') as { markInit(tag: string): void; readInit(): string | null; double(x: number): number };
+    const pool = new Pool({ processes: 1, ctx, initializer: cjs.markInit, initargs: [method] });
+    pools.push(pool);
+    expect(await pool.apply(cjs.readInit)).toBe(`${method}:${pool.pids[0]}`);
+    expect(await pool.map(cjs.double, [1, 2, 3])).toEqual([2, 4, 6]);
+    pool.close();
+    await pool.join();
   });
 
   it('ProcessPoolExecutor: submit, map, a dead worker breaks the pool', async () => {
