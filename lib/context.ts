@@ -5,6 +5,7 @@ import { bootstrap } from './_bootstrap';
 import { noteContext, setDefaultMethodReader } from './_spawning';
 import { Pipe, type Connection } from './connection';
 import { JoinableQueue, Queue, SimpleQueue, type QueueOptions } from './queues';
+import { SharedMemory, type SharedMemoryOptions } from './shared_memory';
 import type { Pool, PoolOptions } from './pool';
 import type { ProcessPoolExecutor, ProcessPoolExecutorOptions } from './executor';
 import { forkPopen } from './popen/fork';
@@ -168,6 +169,10 @@ export abstract class BaseContext {
   }
   Pipe<T = unknown>(options?: { duplex?: boolean }): [Connection<T>, Connection<T>] {
     return Pipe<T>(options);
+  }
+  /** A SharedMemory block (not bound to a context, as in CPython: any child may receive it). */
+  SharedMemory(options?: SharedMemoryOptions): SharedMemory {
+    return new SharedMemory(options);
   }
 
   // ---- pools (CPython's ctx.Pool()). lib/pool.ts and lib/executor.ts import this module, so they

@@ -132,6 +132,55 @@ describe('the fork-context rule (CPython: "created in a fork context")', () => {
     a.close();
     b.close();
   });
+
+  it('every context-bound type is refused (RLock, semaphores, Array, all queues); SharedMemory, Connection and raw ctypes are not bound', async () => {
+    const fork = getContext('fork');
+    const ctx = getContext('spawn');
+    const made = {
+      RLock: fork.RLock(),
+      Semaphore: fork.Semaphore(2),
+      BoundedSemaphore: fork.BoundedSemaphore(2),
+      Array: fork.Array('i', 4),
+      SimpleQueue: fork.SimpleQueue(),
+      JoinableQueue: fork.JoinableQueue(),
+    };
+    for (const [kind, obj] of Object.entries(made)) {
+      const p = new ctx.Process({ target: exitWith, args: [0, obj] });
+      let err: unknown;
+      try {
+        p.start();
+      } catch (e) {
+        err = e;
+      }
+      expect([kind, err]).toEqual([
+        kind,
+        expect.objectContaining({
+          name: 'RuntimeError',
+          code: 'ERR_MP_FORK_CONTEXT',
+          message: expect.stringContaining('This is not supported. Please use the same context to create multiprocessing objects and Process.'),
+        }),
+      ]);
+      expect(p.pid).toBeUndefined();
+    }
+    // The same objects still go to a fork child (the rule is about the receiving method).
+    const f = track(new fork.Process({ target: exitWith, args: [0, ...Object.values(made)] }));
+    f.start();
+    await f.join(10_000);
+    expect(f.exitCode).toBe(0);
+    const shm = fork.SharedMemory({ create: true, size: 16 });
+    const [a, b] = fork.Pipe();
+    try {
+      const ok = track(new ctx.Process({ target: exitWith, args: [0, shm, b, fork.RawArray('b', 2)] }));
+      ok.start();
+      await ok.join(10_000);
+      expect(ok.exitCode).toBe(0);
+    } finally {
+      a.close();
+      b.close();
+      shm.close();
+      shm.unlink();
+    }
+  });
 });
 
 describe('setExecutable', () => {
