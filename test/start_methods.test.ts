@@ -1,12 +1,12 @@
 // The spawn and forkserver start methods on their own (the per-method matrix of every
-// primitive is in test/methods/): a fresh Node process, targets by reference, args by name.
+// primitive is in test/matrix.test.ts): a fresh Node process, targets by reference, args by name.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { getContext, Lock, Pipe, Queue, setExecutable, Value, type Process } from '../lib/index';
+import { getContext, Lock, Pipe, Queue, setExecutable, setStartMethod, Value, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
 import { usePipeTransport } from '../lib/popen/spawn';
 
@@ -131,6 +131,22 @@ describe('the fork-context rule (CPython: "created in a fork context")', () => {
     expect(b.recvSync()).toBeDefined();
     a.close();
     b.close();
+  });
+
+  it('the module-level classes take the default method at creation: made while it is spawn, they go to a spawn child', async () => {
+    const before = new Lock(); // default: fork here
+    setStartMethod('spawn', { force: true });
+    try {
+      const made = [new Lock(), Value('i', 2), new Queue()];
+      const ctx = getContext('spawn');
+      expect(() => new ctx.Process({ target: exitWith, args: [0, before] }).start()).toThrow(expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT' }));
+      const ok = track(new ctx.Process({ target: exitWith, args: [0, ...made] }));
+      ok.start();
+      await ok.join(10_000);
+      expect(ok.exitCode).toBe(0);
+    } finally {
+      setStartMethod(null, { force: true });
+    }
   });
 
   it('every context-bound type is refused (RLock, semaphores, Array, all queues); SharedMemory, Connection and raw ctypes are not bound', async () => {
