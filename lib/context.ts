@@ -2,7 +2,7 @@
 import { MultiprocError, RuntimeError, ValueError, invalidArgType } from './errors';
 import { isForkSafe } from './forksafe';
 import { bootstrap } from './_bootstrap';
-import { noteContext, setDefaultMethodReader } from './_spawning';
+import { lockNotedFor, noteContext, setDefaultMethodReader } from './_spawning';
 import { Pipe, type Connection } from './connection';
 import { JoinableQueue, Queue, SimpleQueue, type QueueOptions } from './queues';
 import { SharedMemory, type SharedMemoryOptions } from './shared_memory';
@@ -120,11 +120,12 @@ export abstract class BaseContext {
   // ---- synchronization, shared ctypes and queues (lib/synchronize.ts, lib/sharedctypes.ts,
   // lib/queues.ts). The objects live in shared memory and can be reopened by name; each records
   // the start method of the context that made it (a fork-context one cannot go to a spawn child).
-  #made<O extends object>(obj: O): O {
+  // A lock the caller passed in (ctx.Condition(lock), ctx.Value(..., { lock })) keeps its own context.
+  #made<O extends object>(obj: O, given?: unknown): O {
     const method = this.getStartMethod();
     noteContext(obj, method);
-    const lock = (obj as { getLock?: () => object }).getLock?.();
-    if (lock !== undefined) noteContext(lock, method);
+    const lock = lockNotedFor(obj);
+    if (lock !== undefined && lock !== given) noteContext(lock, method);
     return obj;
   }
   Lock(): Lock {
@@ -143,20 +144,20 @@ export abstract class BaseContext {
     return this.#made(new Event());
   }
   Condition(lock?: Lock | RLock): Condition {
-    return this.#made(new Condition(lock));
+    return this.#made(new Condition(lock), lock);
   }
   Barrier(parties: number, options?: BarrierOptions): Barrier {
     return this.#made(new Barrier(parties, options));
   }
   Value<T extends Typecode>(typecode: T, initial?: ValueOf<T> | number | bigint, options?: LockOption): SynchronizedValue<T> | SharedValue<T> {
-    return this.#made(Value(typecode, initial, options));
+    return this.#made(Value(typecode, initial, options), options?.lock);
   }
   Array<T extends Typecode>(
     typecode: T,
     sizeOrInit: number | Iterable<ValueOf<T> | number | bigint> | string,
     options?: LockOption,
   ): SynchronizedArray<T> | TypedArrayOf<T> {
-    return this.#made(SharedArray(typecode, sizeOrInit, options));
+    return this.#made(SharedArray(typecode, sizeOrInit, options), options?.lock);
   }
   Queue<T = unknown>(maxsize?: number, options?: QueueOptions): Queue<T> {
     return this.#made(new Queue<T>(maxsize, options));

@@ -178,6 +178,14 @@ describe('the fork-context rule (CPython: "created in a fork context")', () => {
       ]);
       expect(p.pid).toBeUndefined();
     }
+    // A Condition or a synchronized Value made by the spawn context around a fork-context lock
+    // travels with that lock: refused too (CPython pickles the lock, whose SemLock refuses).
+    const forkLock = fork.Lock();
+    for (const obj of [ctx.Condition(forkLock), ctx.Value('i', 0, { lock: forkLock }), ctx.Array('i', 2, { lock: forkLock })]) {
+      expect(() => new ctx.Process({ target: exitWith, args: [0, obj] }).start()).toThrow(
+        expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT', message: expect.stringContaining('A Lock created in a fork context') }),
+      );
+    }
     // The same objects still go to a fork child (the rule is about the receiving method).
     const f = track(new fork.Process({ target: exitWith, args: [0, ...Object.values(made)] }));
     f.start();
