@@ -6,6 +6,12 @@ import * as path from 'node:path';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const load = require('node-gyp-build') as unknown;
 
+// Platform: on win32 the addon registers only errors.cc, function.cc and native/win/*.cc
+// (waitProcess, terminateProcess, shmCreate, shmAttach, shmUnlink [a no-op: a mapping dies with
+// its last handle], NamedSemaphoreHandle, NamedEventHandle, semUnlink, NamedPipe); the fork,
+// futex, spawn and fd-based pipe/shm/wait functions below do not exist there, and lib/ must reach
+// them only behind a `process.platform !== 'win32'` check (context.ts and forksafe.ts pick spawn).
+
 // ---- native/errors.cc
 export interface NativeErrors {
   /** Node's SystemError shape for a raw errno (positive or negative). */
