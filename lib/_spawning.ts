@@ -5,6 +5,18 @@
 import { RuntimeError } from './errors';
 
 const forkMade = new WeakSet<object>();
+// The lock a Condition or a synchronized Value/Array travels with (it keeps its own context).
+const lockOf = new WeakMap<object, object>();
+
+/** @internal `obj` is sent with `lock` (Condition, Synchronized*): both are checked at a start. */
+export function noteLock(obj: object, lock: object): void {
+  lockOf.set(obj, lock);
+}
+
+/** @internal The lock noted for `obj`, if any. */
+export function lockNotedFor(obj: object): object | undefined {
+  return lockOf.get(obj);
+}
 let defaultMethodNow: () => string | null = () => null;
 
 /** @internal context.ts: how to read (and fix, as CPython's get_context()) the default method. */
@@ -31,7 +43,12 @@ export function sameContextAs(obj: object, from: object): void {
 
 /** Throws CPython's RuntimeError if `obj` was made in a fork context and `spawning` is not fork. */
 export function assertSpawnable(obj: object, spawning: string): void {
-  if (spawning === 'fork' || !forkMade.has(obj)) return;
+  if (spawning === 'fork') return;
+  // A Condition or a synchronized Value/Array travels with its lock, which keeps the context
+  // that made it (CPython pickles the lock too, and its SemLock refuses).
+  const inner = lockOf.get(obj);
+  if (inner !== undefined && !forkMade.has(obj)) assertSpawnable(inner, spawning);
+  if (!forkMade.has(obj)) return;
   const what = (obj as { constructor?: { name?: string } }).constructor?.name ?? 'object';
   throw new RuntimeError(
     `A ${what} created in a fork context is being shared with a process in a ${spawning} context. ` +

@@ -2,9 +2,10 @@
 import { MultiprocError, RuntimeError, ValueError, invalidArgType } from './errors';
 import { isForkSafe } from './forksafe';
 import { bootstrap } from './_bootstrap';
-import { noteContext, setDefaultMethodReader } from './_spawning';
+import { lockNotedFor, noteContext, setDefaultMethodReader } from './_spawning';
 import { Pipe, type Connection } from './connection';
 import { JoinableQueue, Queue, SimpleQueue, type QueueOptions } from './queues';
+import { SharedMemory, type SharedMemoryOptions } from './shared_memory';
 import type { Pool, PoolOptions } from './pool';
 import type { ProcessPoolExecutor, ProcessPoolExecutorOptions } from './executor';
 import { forkPopen } from './popen/fork';
@@ -119,11 +120,12 @@ export abstract class BaseContext {
   // ---- synchronization, shared ctypes and queues (lib/synchronize.ts, lib/sharedctypes.ts,
   // lib/queues.ts). The objects live in shared memory and can be reopened by name; each records
   // the start method of the context that made it (a fork-context one cannot go to a spawn child).
-  #made<O extends object>(obj: O): O {
+  // A lock the caller passed in (ctx.Condition(lock), ctx.Value(..., { lock })) keeps its own context.
+  #made<O extends object>(obj: O, given?: unknown): O {
     const method = this.getStartMethod();
     noteContext(obj, method);
-    const lock = (obj as { getLock?: () => object }).getLock?.();
-    if (lock !== undefined) noteContext(lock, method);
+    const lock = lockNotedFor(obj);
+    if (lock !== undefined && lock !== given) noteContext(lock, method);
     return obj;
   }
   Lock(): Lock {
@@ -142,20 +144,20 @@ export abstract class BaseContext {
     return this.#made(new Event());
   }
   Condition(lock?: Lock | RLock): Condition {
-    return this.#made(new Condition(lock));
+    return this.#made(new Condition(lock), lock);
   }
   Barrier(parties: number, options?: BarrierOptions): Barrier {
     return this.#made(new Barrier(parties, options));
   }
   Value<T extends Typecode>(typecode: T, initial?: ValueOf<T> | number | bigint, options?: LockOption): SynchronizedValue<T> | SharedValue<T> {
-    return this.#made(Value(typecode, initial, options));
+    return this.#made(Value(typecode, initial, options), options?.lock);
   }
   Array<T extends Typecode>(
     typecode: T,
     sizeOrInit: number | Iterable<ValueOf<T> | number | bigint> | string,
     options?: LockOption,
   ): SynchronizedArray<T> | TypedArrayOf<T> {
-    return this.#made(SharedArray(typecode, sizeOrInit, options));
+    return this.#made(SharedArray(typecode, sizeOrInit, options), options?.lock);
   }
   Queue<T = unknown>(maxsize?: number, options?: QueueOptions): Queue<T> {
     return this.#made(new Queue<T>(maxsize, options));
@@ -168,6 +170,10 @@ export abstract class BaseContext {
   }
   Pipe<T = unknown>(options?: { duplex?: boolean }): [Connection<T>, Connection<T>] {
     return Pipe<T>(options);
+  }
+  /** A SharedMemory block (not bound to a context, as in CPython: any child may receive it). */
+  SharedMemory(options?: SharedMemoryOptions): SharedMemory {
+    return new SharedMemory(options);
   }
 
   // ---- pools (CPython's ctx.Pool()). lib/pool.ts and lib/executor.ts import this module, so they

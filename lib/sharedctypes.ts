@@ -11,7 +11,7 @@ import { invalidArgType } from './errors';
 import { allocate, attachBlock, blockRef, type Block, type BlockRef } from './heap';
 import { kReduce } from './shared_memory';
 import { setViewDescriber } from './reduction';
-import { sameContextAs } from './_spawning';
+import { noteLock, sameContextAs } from './_spawning';
 import { Lock, RLock, type AcquireOptions, type AsyncAcquireOptions } from './synchronize';
 
 export type IntTypecode = 'b' | 'B' | 'h' | 'H' | 'i' | 'I';
@@ -221,6 +221,7 @@ abstract class SynchronizedBase {
   protected constructor(lock: Lock | RLock) {
     this.#lock = lock;
     sameContextAs(this, lock);
+    noteLock(this, lock);
   }
 
   getLock(): Lock | RLock {

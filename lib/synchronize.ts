@@ -20,7 +20,7 @@ import { allocate, attachBlock, blockRef, type Block, type BlockRef } from './he
 import { currentPid } from './_pid';
 import { native } from './native';
 import { kReduce } from './shared_memory';
-import { noteContext } from './_spawning';
+import { noteContext, noteLock } from './_spawning';
 import { abortError, waitWord, waitWordSync, wakeWord } from './_wait';
 
 const PID_MASK = 0x3fffffff;
@@ -758,6 +758,7 @@ export class Condition {
     if (lock !== undefined && !(lock instanceof Lock) && !(lock instanceof RLock))
       throw invalidArgType('lock', 'a Lock or an RLock', lock);
     this.#lock = lock ?? new RLock();
+    noteLock(this, this.#lock);
     const { b, fresh } = block(16);
     this.#b = b;
     this.#w = words(b, 4);

@@ -39,6 +39,18 @@ describe.each(['spawn', 'forkserver'] as const)('%s: the main module', (method) 
   });
 });
 
+describe.each(['spawn', 'forkserver'] as const)('%s: an uncaught error in the target', (method) => {
+  it('exits the child with code 1 and prints the process name and the stack on its stderr', () => {
+    ensureDist();
+    const r = spawnSync(process.execPath, [fixture('failing-child.mjs'), method], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('parent saw exit 1\n');
+    expect(r.stderr).toContain('Process failing:');
+    expect(r.stderr).toContain(`RangeError: boom in a ${method} child`);
+    expect(r.stderr).toMatch(/at (\S+\.)?boom \(file:\/\/\S*failing-child\.mjs:6:/);
+  });
+});
+
 describe('forkserver', () => {
   it('dies with its parent (SIGKILL), and so do daemon children: no orphan is left', async () => {
     const ch = spawn(process.execPath, [fixture('forkserver-parent.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });

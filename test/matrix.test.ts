@@ -140,6 +140,37 @@ describe.each(['fork', 'forkserver', 'spawn'] as StartMethod[])('%s', (method) =
       await p.join(10_000);
       expect([mine, arr[1]! - 100].sort()).toEqual([0, 1]);
     });
+    it('BoundedSemaphore refuses an over-release in the child; a synchronized Array guarded by its lock loses no increment', async () => {
+      const bs = ctx.BoundedSemaphore(1);
+      const q = ctx.Queue<string>();
+      const b = run(T.boundedOverRelease, [bs, q]);
+      expect(await q.get({ timeout: 10_000 })).toMatch(/^ValueError: .*released too many times/);
+      await b.join(10_000);
+      expect(bs.getValue()).toBe(1);
+      const arr = ctx.Array('i', 1);
+      const ps = [run(T.syncArrayIncrements, [arr, 2000]), run(T.syncArrayIncrements, [arr, 2000])];
+      for (const p of ps) await p.join(20_000);
+      expect(ps.map((p) => p.exitCode)).toEqual([0, 0]);
+      expect((arr as { get(i: number): number }).get(0)).toBe(4000);
+    });
+
+    it('a Lock sent over a Queue after start is the same lock in the child (even one made in a fork context)', async () => {
+      const q = ctx.Queue<unknown>();
+      const out = ctx.Queue<string>();
+      const release = ctx.Event();
+      const p = run(T.holdLockFromQueue, [q, out, release]);
+      const lock = getContext('fork').Lock();
+      await q.put(lock);
+      expect(await out.get({ timeout: 10_000 })).toBe('held');
+      expect(lock.acquireSync({ block: false })).toBe(false); // the child holds it
+      release.set();
+      expect(lock.acquireSync({ timeout: 10_000 })).toBe(true);
+      lock.release();
+      await p.join(10_000);
+      expect(p.exitCode).toBe(0);
+      q.close();
+      out.close();
+    });
   });
 
   describe('shared memory', () => {

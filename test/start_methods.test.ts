@@ -1,12 +1,12 @@
 // The spawn and forkserver start methods on their own (the per-method matrix of every
-// primitive is in test/methods/): a fresh Node process, targets by reference, args by name.
+// primitive is in test/matrix.test.ts): a fresh Node process, targets by reference, args by name.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { getContext, Lock, Pipe, Queue, setExecutable, Value, type Process } from '../lib/index';
+import { getContext, Lock, Pipe, Queue, setExecutable, setStartMethod, Value, type Process } from '../lib/index';
 import { forkserverPid } from '../lib/popen/forkserver';
 import { usePipeTransport } from '../lib/popen/spawn';
 
@@ -131,6 +131,79 @@ describe('the fork-context rule (CPython: "created in a fork context")', () => {
     expect(b.recvSync()).toBeDefined();
     a.close();
     b.close();
+  });
+
+  it('the module-level classes take the default method at creation: made while it is spawn, they go to a spawn child', async () => {
+    const before = new Lock(); // default: fork here
+    setStartMethod('spawn', { force: true });
+    try {
+      const made = [new Lock(), Value('i', 2), new Queue()];
+      const ctx = getContext('spawn');
+      expect(() => new ctx.Process({ target: exitWith, args: [0, before] }).start()).toThrow(expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT' }));
+      const ok = track(new ctx.Process({ target: exitWith, args: [0, ...made] }));
+      ok.start();
+      await ok.join(10_000);
+      expect(ok.exitCode).toBe(0);
+    } finally {
+      setStartMethod(null, { force: true });
+    }
+  });
+
+  it('every context-bound type is refused (RLock, semaphores, Array, all queues); SharedMemory, Connection and raw ctypes are not bound', async () => {
+    const fork = getContext('fork');
+    const ctx = getContext('spawn');
+    const made = {
+      RLock: fork.RLock(),
+      Semaphore: fork.Semaphore(2),
+      BoundedSemaphore: fork.BoundedSemaphore(2),
+      Array: fork.Array('i', 4),
+      SimpleQueue: fork.SimpleQueue(),
+      JoinableQueue: fork.JoinableQueue(),
+    };
+    for (const [kind, obj] of Object.entries(made)) {
+      const p = new ctx.Process({ target: exitWith, args: [0, obj] });
+      let err: unknown;
+      try {
+        p.start();
+      } catch (e) {
+        err = e;
+      }
+      expect([kind, err]).toEqual([
+        kind,
+        expect.objectContaining({
+          name: 'RuntimeError',
+          code: 'ERR_MP_FORK_CONTEXT',
+          message: expect.stringContaining('This is not supported. Please use the same context to create multiprocessing objects and Process.'),
+        }),
+      ]);
+      expect(p.pid).toBeUndefined();
+    }
+    // A Condition or a synchronized Value made by the spawn context around a fork-context lock
+    // travels with that lock: refused too (CPython pickles the lock, whose SemLock refuses).
+    const forkLock = fork.Lock();
+    for (const obj of [ctx.Condition(forkLock), ctx.Value('i', 0, { lock: forkLock }), ctx.Array('i', 2, { lock: forkLock })]) {
+      expect(() => new ctx.Process({ target: exitWith, args: [0, obj] }).start()).toThrow(
+        expect.objectContaining({ code: 'ERR_MP_FORK_CONTEXT', message: expect.stringContaining('A Lock created in a fork context') }),
+      );
+    }
+    // The same objects still go to a fork child (the rule is about the receiving method).
+    const f = track(new fork.Process({ target: exitWith, args: [0, ...Object.values(made)] }));
+    f.start();
+    await f.join(10_000);
+    expect(f.exitCode).toBe(0);
+    const shm = fork.SharedMemory({ create: true, size: 16 });
+    const [a, b] = fork.Pipe();
+    try {
+      const ok = track(new ctx.Process({ target: exitWith, args: [0, shm, b, fork.RawArray('b', 2)] }));
+      ok.start();
+      await ok.join(10_000);
+      expect(ok.exitCode).toBe(0);
+    } finally {
+      a.close();
+      b.close();
+      shm.close();
+      shm.unlink();
+    }
   });
 });
 
