@@ -255,6 +255,11 @@ export function resolveFunctionRef(ref: FunctionRef): Promise<(...a: unknown[]) 
 }
 
 async function importFunction(ref: FunctionRef): Promise<(...a: unknown[]) => unknown> {
+  // A CommonJS module (this library's own entry points among them) comes from require: already
+  // in the cache in a forkserver child, and far cheaper than import(), whose first use of the
+  // ES module loader on a CommonJS file costs ~40 ms (a forkserver Pool's start-up).
+  const viaRequire = requireRef(ref);
+  if (viaRequire !== null) return viaRequire;
   let ns: Record<string, unknown>;
   try {
     ns = (await import(ref.module)) as Record<string, unknown>;
