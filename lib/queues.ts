@@ -347,22 +347,14 @@ export class Queue<T = unknown> {
     this.#checkClosed();
     const end = deadline(timeout);
     for (;;) {
-      const seq = Atomics.load(this.#w, DATA_SEQ);
-      const r = this.#tryGet();
-      if (r !== NONE) return r as T;
-      if (!block) throw new Empty();
-      const spun = this.#spinGet();
-      if (spun !== NONE) return spun as T;
-      const left = end - Date.now();
-      if (left <= 0) throw new Empty();
-      Atomics.add(this.#w, DATA_WAITERS, 1);
-      const since = performance.now();
+      const r = this.#getTurn(end, block);
+      if (r !== SLEEP) return r as T;
+      const since = this.#sleeping();
       try {
-        waitWordSync(this.#w, DATA_SEQ, seq, left === Infinity ? undefined : left);
+        waitWordSync(this.#w, DATA_SEQ, this.#sleepSeq, this.#sleepLeft);
       } finally {
-        Atomics.sub(this.#w, DATA_WAITERS, 1);
+        this.#woke(since);
       }
-      this.#spin = performance.now() - since < SPIN_ENABLE_MS;
     }
   }
 
@@ -385,23 +377,48 @@ export class Queue<T = unknown> {
   async #getSlow(timeout: number | undefined): Promise<T> {
     const end = deadline(timeout);
     for (;;) {
-      const seq = Atomics.load(this.#w, DATA_SEQ);
-      const r = this.#tryGet();
-      if (r !== NONE) return r as T;
-      const spun = this.#spinGet();
-      if (spun !== NONE) return spun as T;
-      const left = end - Date.now();
-      if (left <= 0) throw new Empty();
-      Atomics.add(this.#w, DATA_WAITERS, 1);
-      const since = performance.now();
+      const r = this.#getTurn(end, true);
+      if (r !== SLEEP) return r as T;
+      const since = this.#sleeping();
       try {
-        await waitWord(this.#w, DATA_SEQ, seq, { timeout: left === Infinity ? undefined : left });
+        await waitWord(this.#w, DATA_SEQ, this.#sleepSeq, { timeout: this.#sleepLeft });
       } finally {
-        Atomics.sub(this.#w, DATA_WAITERS, 1);
+        this.#woke(since);
       }
-      this.#spin = performance.now() - since < SPIN_ENABLE_MS;
       this.#checkClosed();
     }
+  }
+
+  // One turn of a get that may sleep, shared by getSync and get (they differ only in how they
+  // sleep): the item, or SLEEP with what to sleep on in #sleepSeq / #sleepLeft (read at once by
+  // the caller, before anything else can run). DATA_SEQ is read before looking, so a put
+  // between the look and the sleep changes it and the sleep returns at once.
+  #sleepSeq = 0;
+  #sleepLeft: number | undefined = undefined;
+
+  #getTurn(end: number, block: boolean): unknown {
+    const seq = Atomics.load(this.#w, DATA_SEQ);
+    const r = this.#tryGet();
+    if (r !== NONE) return r;
+    if (!block) throw new Empty();
+    const spun = this.#spinGet();
+    if (spun !== NONE) return spun;
+    const left = end - Date.now();
+    if (left <= 0) throw new Empty();
+    this.#sleepSeq = seq;
+    this.#sleepLeft = left === Infinity ? undefined : left;
+    return SLEEP;
+  }
+
+  #sleeping(): number {
+    Atomics.add(this.#w, DATA_WAITERS, 1);
+    return performance.now();
+  }
+
+  /** After a sleep: a short one means items come fast, so the next empty get spins first. */
+  #woke(since: number): void {
+    Atomics.sub(this.#w, DATA_WAITERS, 1);
+    this.#spin = performance.now() - since < SPIN_ENABLE_MS;
   }
 
   getNowait(): T {
@@ -535,6 +552,7 @@ export class Queue<T = unknown> {
 }
 
 const NONE = Symbol('none');
+const SLEEP = Symbol('sleep');
 const RESOLVED: Promise<void> = Promise.resolve();
 
 // Queues this process created (weakly held), for the exit-time cleanup of side segments.
