@@ -36,26 +36,20 @@ const freshFunction = (i) => (0, eval)(`(x) => x + ${i}`);
  *   create(), close(p), map(p, fn-name, data, chunksize|undefined), apply(p, 'noop'),
  *   closure(p, i) -> result of calling function #i on 1.
  */
-async function poolSuite(cfg, rec, P) {
-  const data = range(0, cfg.n_map);
-  if (P.start) await startStep(rec, P.start, cfg.n_start);
-  const pool = await P.create();
-  await P.map(pool, 'ident', range(0, 1000)); // warm-up
-  await rec.step('map_chunk1_tps', async () => {
+/** map over `data` with chunksize 1: one task per item. */
+function mapChunk1Step(rec, P, pool, data) {
+  return rec.step('map_chunk1_tps', async () => {
     const t0 = nowNs();
     const r = await P.map(pool, 'ident', data, 1);
     const dt = (nowNs() - t0) / 1e9;
     if (!sameArray(r, data)) throw new Error('map chunksize=1: wrong result');
     return data.length / dt;
   });
-  await rec.step('map_default_tps', async () => {
-    const t0 = nowNs();
-    const r = await P.map(pool, 'ident', data, undefined);
-    const dt = (nowNs() - t0) / 1e9;
-    if (!sameArray(r, data)) throw new Error('map default chunksize: wrong result');
-    return data.length / dt;
-  });
-  await rec.step('apply_rtt_us', async () => {
+}
+
+/** The median round trip of apply(noop), after 200 to warm up. */
+function applyStep(rec, P, pool, cfg) {
+  return rec.step('apply_rtt_us', async () => {
     for (let i = 0; i < 200; i++) await P.apply(pool);
     const lat = [];
     for (let i = 0; i < cfg.n_rtt; i++) {
@@ -65,6 +59,22 @@ async function poolSuite(cfg, rec, P) {
     }
     return median(lat);
   });
+}
+
+async function poolSuite(cfg, rec, P) {
+  const data = range(0, cfg.n_map);
+  if (P.start) await startStep(rec, P.start, cfg.n_start);
+  const pool = await P.create();
+  await P.map(pool, 'ident', range(0, 1000)); // warm-up
+  await mapChunk1Step(rec, P, pool, data);
+  await rec.step('map_default_tps', async () => {
+    const t0 = nowNs();
+    const r = await P.map(pool, 'ident', data, undefined);
+    const dt = (nowNs() - t0) / 1e9;
+    if (!sameArray(r, data)) throw new Error('map default chunksize: wrong result');
+    return data.length / dt;
+  });
+  await applyStep(rec, P, pool, cfg);
   await rec.step('closure_us', async () => {
     const lat = [];
     for (let i = 0; i < cfg.n_closure; i++) {
@@ -114,23 +124,8 @@ async function methodSuite(cfg, rec, mp, method) {
   const data = range(0, cfg.n_map);
   const pool = await P.create();
   await P.map(pool, 'ident', range(0, 1000)); // warm-up
-  await rec.step('map_chunk1_tps', async () => {
-    const t0 = nowNs();
-    const r = await P.map(pool, 'ident', data, 1);
-    const dt = (nowNs() - t0) / 1e9;
-    if (!sameArray(r, data)) throw new Error('map chunksize=1: wrong result');
-    return data.length / dt;
-  });
-  await rec.step('apply_rtt_us', async () => {
-    for (let i = 0; i < 200; i++) await P.apply(pool);
-    const lat = [];
-    for (let i = 0; i < cfg.n_rtt; i++) {
-      const t0 = nowNs();
-      await P.apply(pool);
-      lat.push((nowNs() - t0) / 1e3);
-    }
-    return median(lat);
-  });
+  await mapChunk1Step(rec, P, pool, data);
+  await applyStep(rec, P, pool, cfg);
   await P.close(pool);
 }
 
