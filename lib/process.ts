@@ -8,7 +8,7 @@ import { AssertionError, invalidArgType, NotReferenceableError, ValueError } fro
 import { installWorkerTracking } from './forksafe';
 import { isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
 import { native } from './native';
-import { installTimerGuards } from './popen/child';
+import { installTimerGuards, onPrepareChildSupport } from './popen/child';
 import type { ChildInfo, Popen, PopenFactory, ProcessObject } from './popen/types';
 
 installWorkerTracking();
@@ -54,6 +54,8 @@ export function setPopenResolver(fn: (ctx: ProcessOptions['ctx']) => PopenFactor
 const kMain = Symbol('multiproc.main');
 /** Was `p` started by this very process (not inherited through a raw posix.fork())? */
 let startedHere: (p: Process) => boolean;
+/** In the child, on a fresh stack: `p` becomes the current process and runs (see #bootstrap). */
+let bootstrapForked: (p: Process, parentSentinel: number, parentPid: number) => Promise<void>;
 
 export class Process {
   #target: ((...args: unknown[]) => unknown) | null;
@@ -71,6 +73,25 @@ export class Process {
 
   static {
     startedHere = (p) => p.#parentPid === native.getpid();
+    // Runs only in forked children, so it is written as a parenthesised function expression:
+    // V8 compiles it with the class, in the parent, and every child inherits it compiled
+    // (lib/popen/child.ts, prepareChildSupport).
+    bootstrapForked = (async function bootstrap(p: Process, parentSentinel: number, parentPid: number): Promise<void> {
+      for (const c of children) c.#popen?.close(); // the parent's other children are not ours
+      children.clear();
+      counter = 0;
+      state.parent = new ParentProcess((state.current as Process).name, parentPid, parentSentinel);
+      state.current = p;
+      p.#isCurrent = true;
+      p.#popen = null;
+      process.on('exit', exitFunction);
+      try {
+        await p.run();
+      } catch (err) {
+        reportChildError(p.#name, err);
+        process.exit(1);
+      }
+    });
   }
 
   constructor(options: ProcessOptions = {}) {
@@ -137,7 +158,9 @@ export class Process {
     return {
       daemon: this.#daemon,
       args: this.#args,
-      bootstrapChild: (parentSentinel: number, parentPid: number) => self.#bootstrap(parentSentinel, parentPid),
+      bootstrapChild: (function bootstrapChild(parentSentinel: number, parentPid: number): Promise<void> {
+        return bootstrapForked(self, parentSentinel, parentPid);
+      }),
       childInfo: (method: string) => self.#childInfo(method),
     };
   }
@@ -159,24 +182,6 @@ export class Process {
       parentName: (state.current as Process).name,
       target: target === null ? null : toFunctionRef(target, method),
     };
-  }
-
-  /** In the child, on a fresh stack: become the current process and run. */
-  async #bootstrap(parentSentinel: number, parentPid: number): Promise<void> {
-    for (const c of children) c.#popen?.close(); // the parent's other children are not ours
-    children.clear();
-    counter = 0;
-    state.parent = new ParentProcess((state.current as Process).name, parentPid, parentSentinel);
-    state.current = this;
-    this.#isCurrent = true;
-    this.#popen = null;
-    process.on('exit', exitFunction);
-    try {
-      await this.run();
-    } catch (err) {
-      reportChildError(this.#name, err);
-      process.exit(1);
-    }
   }
 
   /** In a spawn/forkserver child: become the process described by `info` and run its target. */
@@ -434,7 +439,7 @@ export function cpuCount(): number {
  * At exit (CPython's _exit_function): terminate daemon children, then wait for every child.
  * Non-daemon children also keep the event loop alive while they run, as in CPython.
  */
-function exitFunction(): void {
+const exitFunction = (function exitFunction(): void {
   for (const c of activeChildren()) if (c.daemon) c.terminate();
   for (const c of activeChildren()) {
     try {
@@ -443,5 +448,14 @@ function exitFunction(): void {
       // closed or foreign: nothing to wait for
     }
   }
-}
+});
 process.on('exit', exitFunction);
+
+// What every fork child runs of this module, called once in the parent so that it is compiled
+// there (lib/popen/child.ts, prepareChildSupport): all of it harmless here.
+onPrepareChildSupport(() => {
+  void new ParentProcess('MainProcess', 0, -1).name;
+  void currentProcess().name;
+  activeChildren();
+  new Process({ [kMain]: true } as ProcessOptions).run();
+});

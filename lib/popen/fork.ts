@@ -62,7 +62,12 @@ export class ForkPopen extends PidPopen {
       // Passed sockets stay readable/writable but, like everything inherited, do not keep the
       // child alive by themselves: the target's own lifetime decides (as in CPython), plus any
       // request (a write) still in flight on them.
-      detachChild(keepFds, () => proc.bootstrapChild(parentFd, parentPid));
+      detachChild(
+        keepFds,
+        (function run(): Promise<void> {
+          return proc.bootstrapChild(parentFd, parentPid);
+        }),
+      );
     }
     if (pipe !== null) native.close(pipe[1]);
     super(pid, pipe !== null ? pipe[0] : -1, proc.daemon);

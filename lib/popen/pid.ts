@@ -22,7 +22,8 @@ export function havePidfd(): boolean {
  * opened before that check cannot name a recycled pid. (Not for forkserver children, whose
  * parent is the server: they pass checkPpid = false and accept the tiny window.)
  */
-export function openParentSentinel(parentPid: number, checkPpid = true): number {
+export const openParentSentinel = (function openParentSentinel(parentPid: number, checkPpid = true): number {
+  // Parenthesised: compiled at load in the parent, not in every child (lib/popen/child.ts).
   if (!havePidfd()) return -1;
   const fd = native.pidfdOpen(parentPid);
   if (fd >= 0 && checkPpid && native.getppid() !== parentPid) {
@@ -30,7 +31,7 @@ export function openParentSentinel(parentPid: number, checkPpid = true): number 
     return -1;
   }
   return fd;
-}
+});
 
 /**
  * A started child watched through a sentinel fd on the event loop (no thread pool): what every
