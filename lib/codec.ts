@@ -46,11 +46,15 @@ export class Encoder {
   // items then encodes without allocating (a third of a small queue put was garbage).
   #result: { chunks: Uint8Array[]; length: number } = { chunks: this.#chunks, length: 0 };
   #heads: Array<Uint8Array | undefined> = [];
+  // A message of one chunk (every small one) is returned in this array of one, never emptied:
+  // emptying an array (`length = 0`) drops its backing store, and the next push allocates a new
+  // one (152 bytes per small put, 30 MB of garbage for 200k items, measured).
+  #one: Uint8Array[] = [Buffer.alloc(0)];
 
   begin(): void {
     this.#pos = 0;
     this.#start = 0;
-    this.#chunks.length = 0;
+    if (this.#chunks.length !== 0) this.#chunks.length = 0;
     this.#total = 0;
     this.#seen = null;
   }
@@ -64,10 +68,17 @@ export class Encoder {
       } else {
         view = this.#buf.subarray(this.#start, this.#pos);
       }
-      this.#chunks.push(view);
       this.#total += this.#pos - this.#start;
       this.#start = this.#pos;
+      if (this.#chunks.length === 0) {
+        this.#one[0] = view;
+        this.#result.chunks = this.#one;
+        this.#result.length = this.#total;
+        return this.#result;
+      }
+      this.#chunks.push(view);
     }
+    this.#result.chunks = this.#chunks;
     this.#result.length = this.#total;
     return this.#result;
   }

@@ -55,11 +55,21 @@ const K_SIDE = 1;
 const K_PAD = 2;
 
 const DEFAULT_CAPACITY = 4 * 1024 * 1024;
+const WINDOW = 256 * 1024;
 
 // Adaptive spinning of a consumer that found the queue empty: spin up to SPIN_MS while the
 // previous sleep lasted less than SPIN_ENABLE_MS.
 const SPIN_MS = 0.05;
 const SPIN_ENABLE_MS = 0.1;
+// A spinning consumer polls the producers' line every SPIN_PAUSE_MS, not back to back: each
+// poll takes the cache line away from the producer writing it, which then waits for it back
+// (a tight poll cut a streaming producer's rate by a third here).
+const SPIN_PAUSE_MS = 0.002;
+// A streaming consumer (one that spins) that finds less than LAG_BYTES of records waits
+// LAG_MS once before taking them, so that it reads whole cache lines the producer has finished
+// with instead of the line the producer is writing (measured: 200k small items 1.3 -> 1.5 M/s).
+const LAG_BYTES = 1024;
+const LAG_MS = 0.001;
 
 export interface PutOptions {
   block?: boolean;
@@ -89,10 +99,13 @@ function deadline(timeout: number | undefined): number {
 
 const BLOCK_FOREVER: { readonly block: boolean; readonly timeout: number | undefined } = Object.freeze({ block: true, timeout: undefined });
 
+const NO_WAIT: { readonly block: boolean; readonly timeout: number | undefined } = Object.freeze({ block: false, timeout: undefined });
+
 function checkOpts(opts: unknown): { readonly block: boolean; readonly timeout: number | undefined } {
-  // The common call (no options) allocates nothing: garbage per item is a forked producer's
-  // copy-on-write faults and scavenges.
+  // The common calls (no options, the *Nowait forms) allocate nothing: garbage per item is a
+  // forked producer's copy-on-write faults and scavenges.
   if (opts === undefined) return BLOCK_FOREVER;
+  if (opts === NO_WAIT) return NO_WAIT;
   if (typeof opts !== 'object' || opts === null) throw invalidArgType('options', 'an object', opts);
   const { block = true, timeout } = opts as PutOptions;
   if (typeof block !== 'boolean') throw invalidArgType('block', 'of type boolean', block);
@@ -272,7 +285,7 @@ export class Queue<T = unknown> {
   }
 
   putNowait(item: T): void {
-    this.putSync(item, { block: false });
+    this.putSync(item, NO_WAIT);
   }
 
   #encode(item: T): Encoded {
@@ -304,12 +317,23 @@ export class Queue<T = unknown> {
       const head = Atomics.load(w, HEAD);
       let off = head & this.#mask;
       const toEnd = this.#cap - off;
-      const pad = need > toEnd ? toEnd : 0;
+      let pad = need > toEnd ? toEnd : 0;
       let used = (head - this.#tailSeen) | 0;
       if (used < 0 || used > this.#cap || used + pad + need > this.#cap) {
         this.#tailSeen = Atomics.load(w, TAIL);
         used = (head - this.#tailSeen) | 0;
         if (used + pad + need > this.#cap) return false;
+      }
+      // Small items circle in the ring's first WINDOW bytes while the consumers keep up: a
+      // record that would cross the window goes to offset 0 instead (the rest of the ring is
+      // skipped with a pad record, as at the ring's end). The ring's pages stay few and warm:
+      // each page a process touches first costs it a page fault (~12 us on this VM), and a
+      // stream of 200k small items would otherwise walk 3 MB of them. Once the consumers fall
+      // behind by half a window, records go on past it and the whole ring is used.
+      if (pad === 0 && off < WINDOW && off + need >= WINDOW && this.#cap >= 4 * WINDOW) {
+        this.#tailSeen = Atomics.load(w, TAIL); // once per lap of the window
+        used = (head - this.#tailSeen) | 0;
+        if (used + need <= WINDOW / 2) pad = toEnd;
       }
       const dv = this.#dv;
       if (pad > 0) {
@@ -422,7 +446,7 @@ export class Queue<T = unknown> {
   }
 
   getNowait(): T {
-    return this.getSync({ block: false });
+    return this.getSync(NO_WAIT);
   }
 
   /**
@@ -432,11 +456,14 @@ export class Queue<T = unknown> {
    */
   #spinGet(): unknown {
     if (!this.#spin) return NONE;
-    const until = performance.now() + SPIN_MS;
+    let now = performance.now();
+    const until = now + SPIN_MS;
     do {
       const r = this.#tryGet();
       if (r !== NONE) return r;
-    } while (performance.now() < until);
+      const next = now + SPIN_PAUSE_MS;
+      while ((now = performance.now()) < next);
+    } while (now < until);
     this.#spin = false;
     return NONE;
   }
@@ -446,7 +473,13 @@ export class Queue<T = unknown> {
     const avail = (this.#headSeen - Atomics.load(w, TAIL)) | 0;
     if (avail <= 0 || avail > this.#cap) {
       this.#headSeen = Atomics.load(w, HEAD);
-      if (this.#headSeen === Atomics.load(w, TAIL)) return NONE;
+      const tail = Atomics.load(w, TAIL);
+      if (this.#headSeen === tail) return NONE;
+      if (this.#spin && ((this.#headSeen - tail) | 0) < LAG_BYTES) {
+        const until = performance.now() + LAG_MS;
+        while (performance.now() < until);
+        this.#headSeen = Atomics.load(w, HEAD);
+      }
     }
     let value: unknown = NONE;
     let err: unknown = null;

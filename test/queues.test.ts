@@ -157,6 +157,36 @@ describe('Queue in one process', () => {
     }
   });
 
+  it('small items stay in the first 256 KiB of the ring while the consumer keeps up, and use all of it when it falls behind', () => {
+    const q = new Queue<{ n: number; s: string } | number>();
+    closers.push(q);
+    // Resident KiB of this queue's ring in this process (the newest /dev/shm/mp- mapping of 4 MiB + header).
+    const ringKiB = (): number => {
+      const blocks = fs.readFileSync('/proc/self/smaps', 'utf8').split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/);
+      const mine = blocks.filter((b) => /\/dev\/shm\/mp-/.test(b.split('\n')[0] ?? '') && /\nSize:\s+4100 kB/.test(b));
+      expect(mine.length).toBeGreaterThan(0);
+      return Number(/\nRss:\s+(\d+) kB/.exec(mine[mine.length - 1] as string)?.[1]);
+    };
+    let next = 0;
+    let expectNext = 0;
+    // 40,000 items of 16 bytes one at a time: 640 KB of records, circling in the window.
+    for (let i = 0; i < 40000; i++) {
+      q.putSync(next++);
+      expect(q.getSync()).toBe(expectNext++);
+    }
+    expect(ringKiB()).toBeLessThanOrEqual(256 + 8);
+    // A backlog bigger than half the window: records go on past it, in order, nothing lost.
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 20000; i++) q.putSync(i % 7 === 0 ? { n: next++, s: 'y'.repeat(i % 300) } : next++);
+      for (let i = 0; i < 20000; i++) {
+        const v = q.getSync();
+        expect(typeof v === 'number' ? v : v.n).toBe(expectNext++);
+      }
+    }
+    expect(ringKiB()).toBeGreaterThan(256 + 8);
+    expect(q.empty()).toBe(true);
+  });
+
   it('JoinableQueue: taskDone/join, and too many taskDone calls', async () => {
     const q = new JoinableQueue<number>();
     expect(() => q.taskDone()).toThrow('task_done() called too many times');
