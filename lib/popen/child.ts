@@ -5,7 +5,7 @@
 // quiet and the parent's JS stack unwinds, then the target runs from a fresh stack and the child
 // exits when the target is done and nothing it started is left (DESIGN.md, "What a forked child
 // inherits").
-import { createHook, executionAsyncResource, type AsyncHook } from 'node:async_hooks';
+import { AsyncResource, createHook, executionAsyncResource, type AsyncHook } from 'node:async_hooks';
 import * as fs from 'node:fs';
 
 import { refreshPid } from '../_pid';
@@ -283,11 +283,15 @@ export function prepareChildSupport(): void {
   // eslint-disable-next-line no-self-assign
   process.exitCode = process.exitCode;
   void (process as { _exiting?: boolean })._exiting;
-  // The muter runs `before` through Node's hook trampoline for the first callback after it is
-  // enabled; lastParentTickId 0 makes it a no-op here. Disabled again at the next turn.
+  // The tick muter's `before` (lastParentTickId 0 makes it a no-op here), run once through
+  // Node's hook dispatch by a synchronous async scope, then off again.
   executionAsyncResource();
   const ticks = muteParentTicks(0);
-  setImmediate(() => ticks.disable()).unref();
+  try {
+    new AsyncResource('multiproc.warmup').runInAsyncScope(noop);
+  } finally {
+    ticks.disable();
+  }
   for (const warm of warmups) warm();
 }
 
