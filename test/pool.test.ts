@@ -63,6 +63,13 @@ describe('Pool', () => {
     expect(got).toEqual([42]);
     // async functions are awaited in the worker
     expect(await pool.apply(async (x: number) => new Promise((res) => setTimeout(() => res(x + 1), 5)), [1])).toBe(2);
+    // a chunk whose items return a promise here and a value there keeps every result in place
+    const mixed = (x: number): number | Promise<number> => (x % 3 === 0 ? new Promise((res) => setTimeout(() => res(x * 10), 1)) : x * 10);
+    const xs = Array.from({ length: 100 }, (_, i) => i);
+    expect(await pool.map(mixed, xs, { chunksize: 25 })).toEqual(xs.map((x) => x * 10));
+    expect(await pool.starmap((a: number, b: number) => (a % 2 ? Promise.resolve(a + b) : a - b), xs.map((x) => [x, 1]), { chunksize: 7 })).toEqual(
+      xs.map((x) => (x % 2 ? x + 1 : x - 1)),
+    );
   });
 
   it('AsyncResult: get(timeout) rejects with TimeoutError, wait, successful before ready', async () => {
