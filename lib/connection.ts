@@ -27,8 +27,11 @@ const WRITABLE = 2;
 const SPIN_US = 50;
 const SPIN_ENABLE_US = 100;
 
+/** Internal: a frame decoder other than the general one (see Connection.recvDecoded). */
+type FrameDecoder = (frame: Buffer, dv: DataView) => unknown;
+
 type ReadOp =
-  | { kind: 'obj'; resolve: (v: unknown) => void; reject: (e: unknown) => void; since: number }
+  | { kind: 'obj'; resolve: (v: unknown) => void; reject: (e: unknown) => void; since: number; decode?: FrameDecoder }
   | { kind: 'bytes'; maxLength: number; resolve: (v: Buffer) => void; reject: (e: unknown) => void }
   | { kind: 'into'; target: Uint8Array; offset: number; resolve: (n: number) => void; reject: (e: unknown) => void };
 
@@ -210,6 +213,19 @@ export class Connection<T = unknown> {
   // ---- receiving, async (event loop, no thread pool)
 
   recv(): Promise<T> {
+    return this.#recvObj(undefined) as Promise<T>;
+  }
+
+  /**
+   * @internal The next message decoded by `decode` (a frame the fast codec wrote, as
+   * lib/reduction.ts decodePairs reads) instead of the general decoder. A frame that carried
+   * file descriptors has them closed.
+   */
+  recvDecoded<R>(decode: (frame: Buffer, dv: DataView) => R): Promise<R> {
+    return this.#recvObj(decode) as Promise<R>;
+  }
+
+  #recvObj(decode: FrameDecoder | undefined): Promise<unknown> {
     try {
       this.#checkReadable();
     } catch (e) {
@@ -226,13 +242,13 @@ export class Connection<T = unknown> {
           while ((r = reader.tryRead()) === null && performance.now() < deadline);
           if (r === null) this.#spin = false; // a slow answer: park, and let it decide again
         }
-        if (r !== null) return Promise.resolve(this.#finishObj(r));
+        if (r !== null) return Promise.resolve(this.#finishObj(r, decode));
       } catch (e) {
         return Promise.reject(e);
       }
     }
-    return new Promise<T>((resolve, reject) => {
-      this.#ops.push({ kind: 'obj', resolve: resolve as (v: unknown) => void, reject, since: performance.now() });
+    return new Promise<unknown>((resolve, reject) => {
+      this.#ops.push({ kind: 'obj', resolve, reject, since: performance.now(), decode });
       this.#pump();
     });
   }
@@ -309,7 +325,7 @@ export class Connection<T = unknown> {
         if (op.kind === 'obj') {
           // The only read in flight was answered quickly: spin for the next one.
           if (this.#ops.length === 0) this.#spin = performance.now() - op.since < SPIN_ENABLE_US / 1000;
-          op.resolve(this.#finishObj(r));
+          op.resolve(this.#finishObj(r, op.decode));
         }
         else if (op.kind === 'bytes') op.resolve(this.#finishBytes(r, op.maxLength));
         else op.resolve(this.#finishInto(r, op.target, op.offset));
@@ -378,10 +394,14 @@ export class Connection<T = unknown> {
 
   // ---- frame results
 
-  #finishObj(r: Buffer | null | false | number): T {
+  #finishObj(r: Buffer | null | false | number, decode?: FrameDecoder): T {
     if (r === false) throw new EOFError();
     if (r === null || typeof r === 'number') throw new ProcessError('unexpected read result', { code: 'ERR_MP_INTERNAL' });
     const fds = this.#sock ? this.#reader!.takeFds() : [];
+    if (decode !== undefined) {
+      for (const fd of fds) native.close(fd);
+      return decode(r, frameDataView(r)) as T;
+    }
     let used = 0;
     try {
       const v = decodeMessage(r, frameDataView(r), 0, r.length, false, (i) => {

@@ -37,7 +37,8 @@ import { assertForkSafe } from './forksafe';
 import { commonJsRef, requireRef, internalRef, isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
 import { native } from './native';
 import { cpuCount, Process, type ProcessOptions } from './process';
-import { encodeMessage } from './reduction';
+import { ArrayRange } from './codec';
+import { decodeMessage, decodePairs, encodeMessage, PLACED } from './reduction';
 
 // ------------------------------------------------------------------ function registry
 
@@ -362,7 +363,8 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 export interface Unit {
   job: Job;
   kind: number;
-  payload: unknown[];
+  /** The arguments (apply) or items (a chunk: a range of the job's items, encoded without a copy). */
+  payload: unknown[] | ArrayRange;
   /** Position of this unit in its job (chunk index). */
   seq: number;
 }
@@ -379,6 +381,8 @@ export interface Job {
   /** The unit went to a worker; `bytes`: its share of the message's size. */
   onDispatch?(unit: Unit, bytes: number): void;
   onResult(unit: Unit, ok: boolean, value: unknown): void;
+  /** Where a unit's array result may be decoded directly (its onResult then gets PLACED). */
+  placeInto?(unit: Unit): { target: unknown[]; base: number } | null;
   /** The whole job fails (pool terminated or broken, input error, abort). */
   fail(err: unknown): void;
 }
@@ -964,11 +968,11 @@ export class PoolCore {
 
   #read(w: Worker): void {
     w.reading = true;
-    w.conn.recv().then(
+    w.conn.recvDecoded((frame, dv) => this.#decodeResults(w, frame, dv)).then(
       (msg) => {
         w.reading = false;
         if (w.gone) return;
-        this.#onResults(w, msg as unknown[]);
+        this.#onResults(w, msg);
         if (w.batches.length > 0 && !w.gone) this.#read(w);
         this.schedule();
       },
@@ -979,6 +983,20 @@ export class PoolCore {
         void w.proc.join(1000).then(() => this.#lost(w));
       },
     );
+  }
+
+  /**
+   * A worker's answer to its oldest batch: map results are decoded straight into their job's
+   * result array (no array per chunk: 8 x 25k-element arrays were the parent's biggest cost in
+   * a default-chunksize map); everything else as usual.
+   */
+  #decodeResults(w: Worker, frame: Buffer, dv: DataView): unknown[] {
+    const batch = w.batches[0];
+    const out =
+      batch === undefined
+        ? null
+        : decodePairs(frame, dv, (i, status) => (status === ST_OK ? (batch[i]?.job.placeInto?.(batch[i]!) ?? null) : null));
+    return out ?? (decodeMessage(frame, dv, 0, frame.length, false) as unknown[]);
   }
 
   #onResults(w: Worker, out: unknown[]): void {
@@ -1191,7 +1209,7 @@ class MapJob<R> extends OnceJob<R[]> {
     if (this.exhausted) return null;
     const seq = this.#nextChunk++;
     const cs = this.#chunksize;
-    const payload = cs === 1 ? [this.#items[seq]] : this.#items.slice(seq * cs, (seq + 1) * cs);
+    const payload = cs === 1 ? [this.#items[seq]] : new ArrayRange(this.#items, seq * cs, Math.min((seq + 1) * cs, this.#items.length));
     return { job: this, kind: this.#kind, payload, seq };
   }
   get exhausted(): boolean {
@@ -1206,10 +1224,15 @@ class MapJob<R> extends OnceJob<R[]> {
       this.settle(false, value);
       return;
     }
-    const vals = value as unknown[];
-    const base = u.seq * this.#chunksize;
-    for (let i = 0; i < vals.length; i++) this.#out[base + i] = vals[i];
+    if (value !== PLACED) {
+      const vals = value as unknown[];
+      const base = u.seq * this.#chunksize;
+      for (let i = 0; i < vals.length; i++) this.#out[base + i] = vals[i];
+    }
     if (++this.#done === this.#chunks) this.settle(true, this.#out);
+  }
+  placeInto(u: Unit): { target: unknown[]; base: number } | null {
+    return this.settled ? null : { target: this.#out, base: u.seq * this.#chunksize };
   }
 }
 

@@ -17,7 +17,7 @@
 //   registerRebuilder('multiproc.Lock', (state) => Lock.attach(state.name));
 import * as v8 from 'node:v8';
 
-import { Decoder, Encoder } from './codec';
+import { ArrayRange, Decoder, Encoder } from './codec';
 import { ValueError } from './errors';
 import { native } from './native';
 import { kReduce } from './shared_memory';
@@ -95,7 +95,12 @@ export function encodeMessage(value: unknown, fds: number[] | null): { chunks: U
   encoder.begin();
   encoder.byte(TAG_FAST);
   if (encoder.value(value)) return encoder.finish();
-  // General case: v8.serialize, after replacing handles (if any) by placeholders.
+  // General case: v8.serialize, after replacing handles (if any) by placeholders. Array ranges
+  // (only ever at the top level of a message, see ArrayRange) become the arrays they stand for.
+  if (value instanceof ArrayRange) value = value.slice();
+  else if (Array.isArray(value) && value.some((x) => x instanceof ArrayRange)) {
+    value = value.map((x: unknown) => (x instanceof ArrayRange ? x.slice() : x));
+  }
   const reduced: Reduced[] = [];
   const ctx: ReduceContext = {
     canPassFds: fds !== null,
@@ -145,6 +150,36 @@ export function encodeToBuffer(value: unknown, fds: number[] | null): Buffer {
  * Decodes a message from buf[start, end). `copy`: the bytes are transient (shared memory), so
  * nothing returned may alias them. `takeFd` yields descriptors that arrived with the message.
  */
+/** What decodePairs stores in place of a value it wrote straight into its target. */
+export const PLACED: unique symbol = Symbol('multiproc.placed');
+
+/**
+ * Decodes a message that is an array of [status, value] pairs (a pool worker's results),
+ * writing each value that is an array straight into the array `place(i, status)` names
+ * (at its base index) instead of making it; PLACED stands in for those values. Returns null,
+ * consuming nothing, for a message the fast codec did not write (decode it with decodeMessage).
+ */
+export function decodePairs(
+  buf: Buffer,
+  dv: DataView,
+  place: (i: number, status: unknown) => { target: unknown[]; base: number } | null,
+): unknown[] | null {
+  if (buf[0] !== TAG_FAST) return null;
+  decoder.reset(buf, dv, 1, false);
+  const top = decoder.header();
+  if (top < 0) return null;
+  const out = new Array<unknown>(top);
+  for (let i = 0; i + 1 < top; i += 2) {
+    const status = decoder.value();
+    out[i] = status;
+    const where = place(i >> 1, status);
+    out[i + 1] = where !== null && decoder.arrayInto(where.target, where.base) >= 0 ? PLACED : decoder.value();
+  }
+  if (top % 2 === 1) out[top - 1] = decoder.value();
+  if (decoder.pos !== buf.length) throw new ValueError('corrupt message: trailing bytes', { code: 'ERR_MP_CORRUPT_MESSAGE' });
+  return out;
+}
+
 export function decodeMessage(buf: Buffer, dv: DataView, start: number, end: number, copy: boolean, takeFd?: (i: number) => number): unknown {
   const tag = buf[start];
   if (tag === TAG_FAST) {

@@ -67,7 +67,7 @@ describe('Pool', () => {
     const mixed = (x: number): number | Promise<number> => (x % 3 === 0 ? new Promise((res) => setTimeout(() => res(x * 10), 1)) : x * 10);
     const xs = Array.from({ length: 100 }, (_, i) => i);
     expect(await pool.map(mixed, xs, { chunksize: 25 })).toEqual(xs.map((x) => x * 10));
-    expect(await pool.starmap((a: number, b: number) => (a % 2 ? Promise.resolve(a + b) : a - b), xs.map((x) => [x, 1]), { chunksize: 7 })).toEqual(
+    expect(await pool.starmap((a: number, b: number) => (a % 2 ? Promise.resolve(a + b) : a - b), xs.map((x): [number, number] => [x, 1]), { chunksize: 7 })).toEqual(
       xs.map((x) => (x % 2 ? x + 1 : x - 1)),
     );
   });
@@ -118,6 +118,32 @@ describe('Pool', () => {
     const mixed = (x: number): number | Promise<number> => (x % 2 ? new Promise((r) => setTimeout(() => r(x * 10), 1)) : x * 10);
     expect(await pool.map(mixed, [1, 2, 3, 4, 5, 6, 7], { chunksize: 4 })).toEqual([10, 20, 30, 40, 50, 60, 70]);
     expect(await pool.starmap(async (a: number, b: number) => a - b, [[5, 1], [9, 3]], { chunksize: 2 })).toEqual([4, 6]);
+  });
+
+  it('map chunks of every kind of item and result come back whole and in order', async () => {
+    const pool = makePool(2);
+    const n = 3001;
+    const xs = Array.from({ length: n }, (_, i) => i);
+    // numbers (packed both ways), floats, strings and objects; a last chunk shorter than the rest
+    expect(await pool.map((x: number) => x * 2, xs, { chunksize: 500 })).toEqual(xs.map((x) => x * 2));
+    expect(await pool.map((x: number) => x / 4, xs, { chunksize: 1000 })).toEqual(xs.map((x) => x / 4));
+    const objs = xs.map((i) => ({ i, s: `s${i}` }));
+    expect(await pool.map((o: { i: number; s: string }) => `${o.s}:${o.i}`, objs, { chunksize: 64 })).toEqual(objs.map((o) => `${o.s}:${o.i}`));
+    // items and results only v8.serialize can carry (a Map): the general codec, both ways
+    const maps = xs.slice(0, 300).map((i) => new Map([[i, i + 1]]));
+    const got = await pool.map((m: Map<number, number>) => new Map([...m].map(([k, v]) => [v, k])), maps, { chunksize: 7 });
+    expect(got.map((m) => [...m][0])).toEqual(maps.map((m) => [...m].map(([k, v]) => [v, k])[0]));
+    // many small chunks sent to a worker together; mixed results per chunk (numbers, null, arrays)
+    const mixed = (x: number): unknown => (x % 3 === 0 ? x : x % 3 === 1 ? null : [x]);
+    expect(await pool.map(mixed, xs, { chunksize: 3 })).toEqual(xs.map(mixed));
+    // an error in one chunk rejects the map; the pool goes on
+    await expect(
+      pool.map((x: number) => {
+        if (x === 1234) throw new RangeError('bad item');
+        return x;
+      }, xs, { chunksize: 100 }),
+    ).rejects.toThrow('bad item');
+    expect(await pool.map((x: number) => x + 1, xs.slice(0, 20), { chunksize: 8 })).toEqual(xs.slice(0, 20).map((x) => x + 1));
   });
 
   it('moves large arguments and results both ways without deadlocking', async () => {
