@@ -347,6 +347,28 @@ async function reapGroup(pgid) {
   return killGroup(pgid);
 }
 
+/** /dev/shm entries of multiprocessing libraries: CPython's semaphores (sem.mp-*) and segments
+ * (psm_*), ours (mp-*). Empty where there is no /dev/shm. */
+function shmEntries() {
+  try {
+    return new Set(fs.readdirSync('/dev/shm').filter((n) => /^(sem\.mp-|mp-|psm_)/.test(n)));
+  } catch {
+    return new Set();
+  }
+}
+
+/** A sample that had to be killed cannot clean up (CPython's resource tracker dies with its
+ * group): unlink what appeared in /dev/shm while it ran (samples run one at a time). */
+function removeShmSince(before) {
+  let n = 0;
+  for (const name of shmEntries()) {
+    if (before.has(name)) continue;
+    fs.rmSync(path.join('/dev/shm', name), { force: true });
+    n++;
+  }
+  return n;
+}
+
 function onSignal(sig) {
   if (liveGroup) killGroup(liveGroup);
   process.exit(sig === 'SIGINT' ? 130 : 143);
@@ -357,6 +379,7 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
   const out = path.join(os.tmpdir(), `mp-bench-${process.pid}-${outSeq++}.json`);
   return new Promise((resolve) => {
     const s0 = cpuSample();
+    const shm0 = shmEntries();
     // Own process group: a timeout or Ctrl-C kills the sample with every process it forked (a
     // hung fork child would otherwise outlive us and spin on a shared machine).
     const child = spawn(cmd, args, {
@@ -379,6 +402,8 @@ function runSample(spec, v, file, cfg, timeoutMs, opts) {
       clearTimeout(timer);
       const leftovers = await reapGroup(child.pid);
       liveGroup = 0;
+      const removed = timedOut || leftovers || signal ? removeShmSince(shm0) : 0;
+      if (removed > 0) process.stderr.write(`    removed ${removed} /dev/shm object(s) the killed sample left behind\n`);
       const whole = externalLoad(s0, cpuSample());
       let res;
       try {
