@@ -334,26 +334,11 @@ export class Decoder {
         this.#pos = a + n;
         return u8.utf8Slice(a, a + n);
       }
-      case T_ARR: {
-        const n = this.#dv.getUint32(this.#pos, true);
-        this.#pos += 4;
-        const out = new Array<unknown>(n);
-        for (let i = 0; i < n; i++) out[i] = this.value();
-        return out;
-      }
+      case T_ARR:
       case T_I32ARR:
       case T_F64ARR: {
-        const n = this.#dv.getUint32(this.#pos, true);
-        const width = t === T_I32ARR ? 4 : 8;
-        const at = u8.byteOffset + this.#pos + 4;
-        this.#pos += 4 + n * width;
-        // A typed view where the bytes are aligned, else over an aligned copy; a plain loop over
-        // a typed array is the fastest way to a JS array once warm (builtins are 5x slower).
-        const buf = at % width === 0 ? u8.buffer : u8.buffer.slice(at, at + n * width);
-        const off = at % width === 0 ? at : 0;
-        const view = width === 4 ? new Int32Array(buf, off, n) : new Float64Array(buf, off, n);
-        const out = new Array<number>(n);
-        for (let i = 0; i < n; i++) out[i] = view[i] as number;
+        const out = new Array<unknown>(this.#dv.getUint32(this.#pos, true));
+        this.#elementsInto(t, out, 0);
         return out;
       }
       case T_OBJ: {
@@ -406,19 +391,26 @@ export class Decoder {
    * consumes nothing and returns -1.
    */
   arrayInto(target: unknown[], base: number): number {
+    const t = this.#u8[this.#pos];
+    if (t !== T_ARR && t !== T_I32ARR && t !== T_F64ARR) return -1;
+    this.#pos++;
+    return this.#elementsInto(t, target, base);
+  }
+
+  /** An array's elements (its tag t already read) into target[base..]; returns their count. */
+  #elementsInto(t: number, target: unknown[], base: number): number {
     const u8 = this.#u8;
-    const t = u8[this.#pos];
+    const n = this.#dv.getUint32(this.#pos, true);
     if (t === T_ARR) {
-      const n = this.#dv.getUint32(this.#pos + 1, true);
-      this.#pos += 5;
+      this.#pos += 4;
       for (let i = 0; i < n; i++) target[base + i] = this.value();
       return n;
     }
-    if (t !== T_I32ARR && t !== T_F64ARR) return -1;
-    const n = this.#dv.getUint32(this.#pos + 1, true);
     const width = t === T_I32ARR ? 4 : 8;
-    const at = u8.byteOffset + this.#pos + 5;
-    this.#pos += 5 + n * width;
+    const at = u8.byteOffset + this.#pos + 4;
+    this.#pos += 4 + n * width;
+    // A typed view where the bytes are aligned, else over an aligned copy; a plain loop over
+    // a typed array is the fastest way to a JS array once warm (builtins are 5x slower).
     const buf = at % width === 0 ? u8.buffer : u8.buffer.slice(at, at + n * width);
     const off = at % width === 0 ? at : 0;
     const view = width === 4 ? new Int32Array(buf, off, n) : new Float64Array(buf, off, n);

@@ -175,7 +175,6 @@ export function decodePairs(
     const where = place(i >> 1, status);
     out[i + 1] = where !== null && decoder.arrayInto(where.target, where.base) >= 0 ? PLACED : decoder.value();
   }
-  if (top % 2 === 1) out[top - 1] = decoder.value();
   if (decoder.pos !== buf.length) throw new ValueError('corrupt message: trailing bytes', { code: 'ERR_MP_CORRUPT_MESSAGE' });
   return out;
 }
