@@ -29,9 +29,20 @@ const objectProto = Object.prototype;
 const arrayProto = Array.prototype;
 
 /**
- * Encodes into a reusable scratch buffer. The result is a list of chunks that stay valid until
- * the next `begin()`: small values are packed into the scratch, large Buffers are referenced.
+ * A new array of length n whose elements are generic (tagged) from birth, as v8.deserialize
+ * makes them. V8 remembers, per allocation site, the most general element kind an array made
+ * there ever held: once a decoded array held a double (a result [pid, 0.5]), every later array
+ * of that site started as a double array, integers went in unboxed and came out as heap numbers,
+ * and a user function optimized for small integers deoptimized on every call (a pool worker
+ * forked after such a decode factorised 4x slower). Storing undefined first makes the site, and
+ * this array, generic: integers stay small integers.
  */
+export function newArray(n: number): unknown[] {
+  const a = new Array<unknown>(n);
+  if (n > 0) a[0] = undefined;
+  return a;
+}
+
 /**
  * Part of an array, encoded as the array `arr.slice(start, end)` would be, without making that
  * array (a pool's map chunks: 8 x 25k-element slices were a fifth of the parent's work).
@@ -49,6 +60,10 @@ export class ArrayRange {
   }
 }
 
+/**
+ * Encodes into a reusable scratch buffer. The result is a list of chunks that stay valid until
+ * the next `begin()`: small values are packed into the scratch, large Buffers are referenced.
+ */
 export class Encoder {
   #buf: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
   #dv = new DataView(this.#buf.buffer, this.#buf.byteOffset, this.#buf.length);
@@ -337,7 +352,7 @@ export class Decoder {
       case T_ARR:
       case T_I32ARR:
       case T_F64ARR: {
-        const out = new Array<unknown>(this.#dv.getUint32(this.#pos, true));
+        const out = newArray(this.#dv.getUint32(this.#pos, true));
         this.#elementsInto(t, out, 0);
         return out;
       }

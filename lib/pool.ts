@@ -37,7 +37,7 @@ import { assertForkSafe } from './forksafe';
 import { commonJsRef, requireRef, internalRef, isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
 import { native } from './native';
 import { cpuCount, Process, type ProcessOptions } from './process';
-import { ArrayRange } from './codec';
+import { ArrayRange, newArray } from './codec';
 import { decodeMessage, decodePairs, encodeMessage, PLACED } from './reduction';
 
 // ------------------------------------------------------------------ function registry
@@ -1205,7 +1205,7 @@ class MapJob<R> extends OnceJob<R[]> {
     this.#chunksize = chunksize;
     this.#kind = star ? KIND_STAR : KIND_MAP;
     this.#chunks = Math.ceil(items.length / chunksize);
-    this.#out = new Array<unknown>(items.length);
+    this.#out = newArray(items.length);
     if (this.#chunks === 0) this.settle(true, this.#out);
   }
   next(): Unit | null {

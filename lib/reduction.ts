@@ -17,7 +17,7 @@
 //   registerRebuilder('multiproc.Lock', (state) => Lock.attach(state.name));
 import * as v8 from 'node:v8';
 
-import { ArrayRange, Decoder, Encoder } from './codec';
+import { ArrayRange, Decoder, Encoder, newArray } from './codec';
 import { ValueError } from './errors';
 import { native } from './native';
 import { kReduce } from './shared_memory';
@@ -168,7 +168,7 @@ export function decodePairs(
   decoder.reset(buf, dv, 1, false);
   const top = decoder.header();
   if (top < 0) return null;
-  const out = new Array<unknown>(top);
+  const out = newArray(top);
   for (let i = 0; i + 1 < top; i += 2) {
     const status = decoder.value();
     out[i] = status;
@@ -274,7 +274,7 @@ function substitute(v: unknown, out: Reduced[], ctx: ReduceContext, memo: Map<ob
     return c;
   }
   if (Array.isArray(v)) {
-    const c: unknown[] = new Array(v.length);
+    const c = newArray(v.length);
     memo.set(v, c);
     for (let i = 0; i < v.length; i++) if (i in v) c[i] = substitute(v[i], out, ctx, memo);
     return c;

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as v8 from 'node:v8';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -146,6 +147,30 @@ describe('Pool', () => {
     expect(await pool.map((x: number) => x + 1, xs.slice(0, 20), { chunksize: 8 })).toEqual(xs.slice(0, 20).map((x) => x + 1));
   });
 
+
+  it('integers arrive as small integers, also after arrays of doubles were decoded (no deoptimization storm)', async () => {
+    // V8 internals, read with natives syntax (enabled for the functions compiled below only).
+    v8.setFlagsFromString('--allow-natives-syntax');
+    const isSmi = new Function('x', 'return %IsSmi(x)') as (x: unknown) => boolean;
+    const hasDoubles = new Function('a', 'return %HasDoubleElements(a)') as (a: unknown) => boolean;
+    const xs = Array.from({ length: 4000 }, (_, i) => 1_000_000 + i);
+    {
+      // The parent decodes arrays holding doubles, many times (V8 then remembered "double array"
+      // for the decoder's arrays, and later integer arrays came out as heap numbers).
+      const pool = makePool(2);
+      for (let k = 0; k < 20; k++) await pool.map((x: number) => [x, x + 0.5], xs.slice(0, 200), { chunksize: 20 });
+      await pool.terminate();
+    }
+    // Workers forked now inherit that decoder: the items they receive are still small integers.
+    const pool = makePool(2);
+    const smis = await pool.map((x: number) => isSmi(x), xs);
+    expect(smis.filter((b) => !b).length).toBe(0);
+    // And the results the parent decodes are too.
+    const back = await pool.map((x: number) => [x, x + 1], xs);
+    expect(back.every((pair) => !hasDoubles(pair) && isSmi(pair[0]) && isSmi(pair[1]))).toBe(true);
+    const flat = await pool.map((x: number) => x, xs);
+    expect(!hasDoubles(flat) && flat.every(isSmi)).toBe(true);
+  });
   it('moves large arguments and results both ways without deadlocking', async () => {
     const pool = makePool(2);
     const big = Array.from({ length: 12 }, (_, i) => String.fromCharCode(97 + i).repeat(1 << 20));
