@@ -19,6 +19,14 @@
 //     and is overwritten by the next put;
 //   - a consumer killed mid-get leaves TAIL unchanged: the item stays for the next consumer.
 //     It cannot be delivered twice: the dead consumer never returned it.
+// A JoinableQueue counts unfinished tasks as PUTS - DONE. Its put counts the item (PUTS) before
+// publishing it, so a consumer's taskDone never finds the item uncounted; a producer killed
+// between the two would leave a task counted that nobody can take, and join() would wait
+// forever. So the put first writes a journal (J_HEAD, J_PUTS, then J_BUSY = 1) and clears
+// J_BUSY after publishing. Whoever next holds the put lock and finds J_BUSY set (a live
+// producer never releases the lock with it set, so its holder died) repairs PUTS from HEAD:
+// unchanged HEAD = not published, PUTS back to J_PUTS; moved = published, J_PUTS + 1. The next
+// put does that, and so does join() (it takes the put lock without blocking when it sees J_BUSY).
 // Wake-ups are batched: a side calls futex wake only if the other side registered a sleeper
 // (DATA_WAITERS / SPACE_WAITERS).
 import { inspect } from 'node:util';
@@ -34,19 +42,22 @@ import { noteContext } from './_spawning';
 
 // Header words (int32), one 64-byte cache line per writer so that a producer and a consumer on
 // two cores do not invalidate each other's line on every item (false sharing halved the rate):
-//   line 0, written by producers: HEAD, PUTS, DATA_SEQ
+//   line 0, written by producers: HEAD, PUTS, DATA_SEQ, and a JoinableQueue's put journal
 //   line 1, written by consumers: TAIL, GETS, SPACE_SEQ
 //   line 2, written only by processes about to sleep: DATA_WAITERS, SPACE_WAITERS
-//   line 3, JoinableQueue: UNFINISHED, JOIN_SEQ
+//   line 3, JoinableQueue: DONE (taskDone calls), JOIN_SEQ
 const HEAD = 0;
 const PUTS = 1;
 const DATA_SEQ = 2;
+const J_BUSY = 3;
+const J_HEAD = 4;
+const J_PUTS = 5;
 const TAIL = 16;
 const GETS = 17;
 const SPACE_SEQ = 18;
 const DATA_WAITERS = 32;
 const SPACE_WAITERS = 33;
-const UNFINISHED = 48;
+const DONE = 48;
 const JOIN_SEQ = 49;
 const HEADER = 256;
 
@@ -313,6 +324,7 @@ export class Queue<T = unknown> {
     const need = (8 + enc.length + 7) & ~7;
     this.#putLock.acquireSync();
     try {
+      if (Atomics.load(w, J_BUSY) !== 0) this.#repairPut();
       if (this.#maxsize > 0 && ((Atomics.load(w, PUTS) - Atomics.load(w, GETS)) | 0) >= this.#maxsize) return false;
       const head = Atomics.load(w, HEAD);
       let off = head & this.#mask;
@@ -352,16 +364,50 @@ export class Queue<T = unknown> {
         else for (let i = 0; i < n; i++) this.#buf[p + i] = c[i] as number; // a small item: no builtin call
         p += n;
       }
-      if (this.kind === 'JoinableQueue') Atomics.add(w, UNFINISHED, 1);
-      // Publish: the one store that makes the record visible.
-      Atomics.store(w, HEAD, (head + pad + need) | 0);
-      Atomics.add(w, PUTS, 1);
+      if (this.kind === 'JoinableQueue') {
+        // Counted before it is visible, under the journal (see the top of this file).
+        const puts = Atomics.load(w, PUTS);
+        Atomics.store(w, J_HEAD, head);
+        Atomics.store(w, J_PUTS, puts);
+        Atomics.store(w, J_BUSY, 1);
+        Atomics.store(w, PUTS, (puts + 1) | 0);
+        if (dieMidPut === 1) process.kill(process.pid, 'SIGKILL');
+        Atomics.store(w, HEAD, (head + pad + need) | 0);
+        if (dieMidPut === 2) process.kill(process.pid, 'SIGKILL');
+        Atomics.store(w, J_BUSY, 0);
+      } else {
+        // Publish: the one store that makes the record visible.
+        Atomics.store(w, HEAD, (head + pad + need) | 0);
+        Atomics.add(w, PUTS, 1);
+      }
     } finally {
       this.#putLock.release();
     }
     Atomics.add(w, DATA_SEQ, 1);
     if (Atomics.load(w, DATA_WAITERS) > 0) wakeWord(w, DATA_SEQ);
     return true;
+  }
+
+  /** Put lock held, J_BUSY set: its last holder died mid-put; makes PUTS right again. */
+  #repairPut(): void {
+    const w = this.#w;
+    const puts = Atomics.load(w, J_PUTS);
+    Atomics.store(w, PUTS, Atomics.load(w, HEAD) === Atomics.load(w, J_HEAD) ? puts : (puts + 1) | 0);
+    Atomics.store(w, J_BUSY, 0);
+    Atomics.add(w, JOIN_SEQ, 1); // a join() may be waiting for the count that just went down
+    wakeWord(w, JOIN_SEQ);
+  }
+
+  /** For join(): repairs the put journal of a producer that died mid-put, if there is one. */
+  protected _repairDeadPut(): void {
+    if (Atomics.load(this.#w, J_BUSY) === 0) return;
+    // Not blocking: a live producer holds the lock while J_BUSY is set; a dead one's lock is taken over.
+    if (!this.#putLock.acquireSync({ block: false })) return;
+    try {
+      if (Atomics.load(this.#w, J_BUSY) !== 0) this.#repairPut();
+    } finally {
+      this.#putLock.release();
+    }
   }
 
   // ---- get
@@ -608,6 +654,12 @@ function registerCreated(q: Queue): void {
 }
 let restoring: QueueState | undefined;
 
+/** Tests only: a JoinableQueue put in this process SIGKILLs it after counting (1) or publishing (2) the item. */
+let dieMidPut = 0;
+export function _dieMidPutForTests(stage: 0 | 1 | 2): void {
+  dieMidPut = stage;
+}
+
 /** A Queue whose consumers acknowledge items with taskDone(); join() waits until all are done. */
 export class JoinableQueue<T = unknown> extends Queue<T> {
   protected override readonly kind: 'Queue' | 'JoinableQueue' | 'SimpleQueue' = 'JoinableQueue';
@@ -619,10 +671,11 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
   taskDone(): void {
     const w = this.words;
     for (;;) {
-      const n = Atomics.load(w, UNFINISHED);
-      if (n <= 0) throw new ValueError('task_done() called too many times', { code: 'ERR_MP_TASK_DONE' });
-      if (Atomics.compareExchange(w, UNFINISHED, n, n - 1) === n) {
-        if (n === 1) {
+      const done = Atomics.load(w, DONE);
+      // PUTS only grows, except when a dead producer's put is undone (see #repairPut).
+      if (((Atomics.load(w, PUTS) - done) | 0) <= 0) throw new ValueError('task_done() called too many times', { code: 'ERR_MP_TASK_DONE' });
+      if (Atomics.compareExchange(w, DONE, done, (done + 1) | 0) === done) {
+        if (((Atomics.load(w, PUTS) - done - 1) | 0) <= 0) {
           Atomics.add(w, JOIN_SEQ, 1);
           wakeWord(w, JOIN_SEQ);
         }
@@ -631,11 +684,17 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
     }
   }
 
+  #unfinished(): number {
+    const w = this.words;
+    return (Atomics.load(w, PUTS) - Atomics.load(w, DONE)) | 0;
+  }
+
   joinSync(): void {
     const w = this.words;
     for (;;) {
       const seq = Atomics.load(w, JOIN_SEQ);
-      if (Atomics.load(w, UNFINISHED) <= 0) return;
+      if (this.#unfinished() <= 0) return;
+      this._repairDeadPut();
       waitWordSync(w, JOIN_SEQ, seq, 1000);
     }
   }
@@ -644,7 +703,8 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
     const w = this.words;
     for (;;) {
       const seq = Atomics.load(w, JOIN_SEQ);
-      if (Atomics.load(w, UNFINISHED) <= 0) return;
+      if (this.#unfinished() <= 0) return;
+      this._repairDeadPut();
       await waitWord(w, JOIN_SEQ, seq, { timeout: 1000 });
     }
   }

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { Connection, Empty, Full, JoinableQueue, Lock, Pipe, Process, Queue, SharedMemory, SimpleQueue, Value, ValueError } from '../lib/index';
 import { native } from '../lib/native';
+import { _dieMidPutForTests } from '../lib/queues';
 import { ensureDist } from './helpers/dist';
 import { fork, joinAll } from './helpers/procs';
 
@@ -420,4 +421,54 @@ describe('Queue across processes', () => {
     expect(fromSurvivor).toBeGreaterThanOrEqual(N - 2);
     expect(q.empty()).toBe(true);
   }, 120_000);
+
+  it('JoinableQueue: a producer SIGKILLed mid-put never wedges join() nor miscounts tasks', async () => {
+    // Resolves with 'joined', or 'waiting' if join() is still waiting after ms.
+    const joinWithin = (q: JoinableQueue<string>, ms: number) =>
+      Promise.race([q.join().then(() => 'joined'), new Promise((r) => setTimeout(() => r('waiting'), ms))]);
+    const dieAt = (stage: 1 | 2) => (q: JoinableQueue<string>) => {
+      _dieMidPutForTests(stage);
+      q.putSync('x');
+    };
+
+    // Killed after counting the item, before publishing it: the item is lost and so is its
+    // task; join() repairs the count itself (it used to wait forever).
+    const q1 = new JoinableQueue<string>();
+    const p1 = fork(dieAt(1), q1);
+    expect(await joinAll([p1])).toEqual([-9]);
+    expect(q1.empty()).toBe(true);
+    expect(await joinWithin(q1, 3000)).toBe('joined');
+    expect(() => q1.taskDone()).toThrow(expect.objectContaining({ code: 'ERR_MP_TASK_DONE' }));
+    q1.putSync('after');
+    expect(q1.getSync({ timeout: 1000 })).toBe('after');
+    expect(await joinWithin(q1, 100)).toBe('waiting');
+    q1.taskDone();
+    expect(await joinWithin(q1, 3000)).toBe('joined');
+
+    // The same, repaired by the next put instead of by join().
+    const q2 = new JoinableQueue<string>();
+    const p2 = fork(dieAt(1), q2);
+    expect(await joinAll([p2])).toEqual([-9]);
+    q2.putSync('next');
+    expect(q2.qsize()).toBe(1);
+    expect(q2.getSync({ timeout: 1000 })).toBe('next');
+    q2.taskDone();
+    expect(await joinWithin(q2, 3000)).toBe('joined');
+    expect(() => q2.taskDone()).toThrow(expect.objectContaining({ code: 'ERR_MP_TASK_DONE' }));
+
+    // Killed after publishing: the item is delivered once, and its task is still owed.
+    const q3 = new JoinableQueue<string>();
+    const p3 = fork(dieAt(2), q3);
+    expect(await joinAll([p3])).toEqual([-9]);
+    expect(q3.getSync({ timeout: 1000 })).toBe('x');
+    expect(q3.empty()).toBe(true);
+    expect(await joinWithin(q3, 1500)).toBe('waiting');
+    q3.putSync('y'); // takes over the dead producer's put lock
+    expect(q3.getSync({ timeout: 1000 })).toBe('y');
+    q3.taskDone();
+    expect(await joinWithin(q3, 100)).toBe('waiting');
+    q3.taskDone();
+    expect(await joinWithin(q3, 3000)).toBe('joined');
+    expect(() => q3.taskDone()).toThrow(expect.objectContaining({ code: 'ERR_MP_TASK_DONE' }));
+  }, 30_000);
 });
