@@ -15,7 +15,10 @@
 //
 //   class Lock { [reduceHandle](ctx) { return { type: 'multiproc.Lock', state: { name: this.#name } }; } }
 //   registerRebuilder('multiproc.Lock', (state) => Lock.attach(state.name));
-import * as v8 from 'node:v8';
+// node:v8 is loaded at the first value only it can carry: compiling it was a seventh of this
+// library's import time, which every spawn child pays.
+let v8Module: typeof import('node:v8') | undefined;
+const v8 = (): typeof import('node:v8') => (v8Module ??= require('node:v8') as typeof import('node:v8'));
 
 import { ArrayRange, Decoder, Encoder, newArray } from './codec';
 import { ValueError } from './errors';
@@ -115,7 +118,7 @@ export function encodeMessage(value: unknown, fds: number[] | null): { chunks: U
     },
   };
   const replaced = hasHandle(value, new Set()) ? substitute(value, reduced, ctx, new Map()) : value;
-  const body = reduced.length === 0 ? v8.serialize(value) : v8.serialize({ v: replaced, h: reduced });
+  const body = reduced.length === 0 ? v8().serialize(value) : v8().serialize({ v: replaced, h: reduced });
   encoder.begin();
   encoder.byte(reduced.length === 0 ? TAG_V8 : TAG_HANDLES);
   encoder.bytes(body);
@@ -196,7 +199,7 @@ export function decodeMessage(buf: Buffer, dv: DataView, start: number, end: num
       native.copyBytes(own, 0, body, 0, body.length); // memcpy out of shared memory
       body = own;
     }
-    const v = v8.deserialize(body);
+    const v = v8().deserialize(body);
     if (tag === TAG_V8) return v;
     const { v: inner, h } = v as { v: unknown; h: Reduced[] };
     const ctx: RebuildContext = {

@@ -17,7 +17,7 @@
 // undelivered thread-pool work. Known gaps: timers created before this library was loaded
 // (run programs with `npx multiproc`, which preloads it); close callbacks of handles the parent
 // was closing at the moment of the fork; bytes the parent had queued on a full stdout pipe.
-import * as net from 'node:net';
+import type * as net from 'node:net';
 
 import { assertForkSafe } from '../forksafe';
 import { native } from '../native';
@@ -30,12 +30,27 @@ export { havePidfd };
 /** Sockets and servers among the target's arguments (also inside arrays): they stay usable in the child. */
 export function passedHandles(args: readonly unknown[]): Array<net.Socket | net.Server> {
   const out: Array<net.Socket | net.Server> = [];
+  const n = loadedNet();
+  if (n === null) return out; // no socket or server can exist yet
   const visit = (v: unknown, depth: number): void => {
-    if (v instanceof net.Socket || v instanceof net.Server) out.push(v);
+    if (v instanceof n.Socket || v instanceof n.Server) out.push(v);
     else if (Array.isArray(v) && depth < 2) for (const x of v) visit(x, depth + 1);
   };
   for (const a of args) visit(a, 0);
   return out;
+}
+
+/**
+ * node:net if the program loaded it (else there are no sockets to look for): not loaded by this
+ * module, as it added a twentieth to the library's import time, which every spawn child pays.
+ */
+let netModule: typeof net | null = null;
+function loadedNet(): typeof net | null {
+  if (netModule === null) {
+    const list = (process as { moduleLoadList?: string[] }).moduleLoadList;
+    if (list === undefined || list.includes('NativeModule net')) netModule = require('node:net') as typeof net;
+  }
+  return netModule;
 }
 
 function handleFd(h: net.Socket | net.Server): number {

@@ -5,7 +5,7 @@
 //
 // Not run here (nobody can test Windows on this machine); kept small on purpose. The frames are
 // CPython's (4-byte big-endian length, then the body), as on POSIX.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -48,6 +48,7 @@ export class WinSpawnPopen implements Popen {
   constructor(proc: ProcessObject, executable: string) {
     const msg = prepareStart(proc, 'spawn', false); // a Connection among the args: ERR_MP_CANNOT_PASS_FD
     const argv = [...childExecArgv(), path.join(libraryDir(), 'popen', 'spawn_main.js'), String(process.pid), '0', 'pipe'];
+    const { spawn } = require('node:child_process') as typeof import('node:child_process'); // loaded on Windows only
     this.#child = spawn(executable, argv, { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], windowsHide: true });
     if (this.#child.pid === undefined) throw new Error(`could not start ${executable}`);
     this.pid = this.#child.pid;
