@@ -32,6 +32,16 @@ describe('Queue in one process', () => {
     q.putNowait('nowait');
     expect(q.getSync()).toBe('async');
     expect(q.getNowait()).toBe('nowait');
+    // number arrays (packed): int32 then doubles, -0, NaN, beyond int32; numbers then a string
+    const ints = Array.from({ length: 20 }, (_, i) => i - 10);
+    const mixed = [...ints, 0.5, -0, NaN, Infinity, 2 ** 31, -(2 ** 31), 7];
+    const notAll = [...ints, 'x', 3];
+    for (const v of [ints, mixed, notAll, [-0, ...ints], [0.25, ...ints]]) {
+      q.putSync(v);
+      const got = q.getSync() as unknown[];
+      expect(got).toEqual(v);
+      expect(got.map((x) => Object.is(x, -0))).toEqual(v.map((x) => Object.is(x, -0)));
+    }
   });
 
   it('Empty and Full, with and without timeouts; maxsize', async () => {
