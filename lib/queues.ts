@@ -12,8 +12,9 @@
 // Concurrency and crashes. Producers serialize on a put Lock, consumers on a get Lock (both
 // from synchronize.ts: a lock whose holder dies is taken over by the next acquirer). Nobody ever
 // sleeps while holding one: a producer that finds no room, or a consumer that finds no item,
-// releases the lock and futex-waits on a sequence word (SPACE_SEQ / DATA_SEQ), so a lock is
-// held only for a copy. Each side publishes with a single atomic store (HEAD after the record
+// releases the lock and futex-waits on the other side's counter (TAIL / HEAD: every get moves
+// TAIL, every put HEAD, so no separate sequence word is bumped per item), so a lock is held only
+// for a copy. Each side publishes with a single atomic store (HEAD after the record
 // is written, TAIL after the item was copied out), so:
 //   - a producer killed mid-put leaves HEAD unchanged: its half-written record is invisible
 //     and is overwritten by the next put;
@@ -42,19 +43,17 @@ import { noteContext } from './_spawning';
 
 // Header words (int32), one 64-byte cache line per writer so that a producer and a consumer on
 // two cores do not invalidate each other's line on every item (false sharing halved the rate):
-//   line 0, written by producers: HEAD, PUTS, DATA_SEQ, and a JoinableQueue's put journal
-//   line 1, written by consumers: TAIL, GETS, SPACE_SEQ
+//   line 0, written by producers: HEAD, PUTS, and a JoinableQueue's put journal
+//   line 1, written by consumers: TAIL, GETS
 //   line 2, written only by processes about to sleep: DATA_WAITERS, SPACE_WAITERS
 //   line 3, JoinableQueue: DONE (taskDone calls), JOIN_SEQ
 const HEAD = 0;
 const PUTS = 1;
-const DATA_SEQ = 2;
 const J_BUSY = 3;
 const J_HEAD = 4;
 const J_PUTS = 5;
 const TAIL = 16;
 const GETS = 17;
-const SPACE_SEQ = 18;
 const DATA_WAITERS = 32;
 const SPACE_WAITERS = 33;
 const DONE = 48;
@@ -218,17 +217,19 @@ export class Queue<T = unknown> {
     const { block, timeout } = checkOpts(opts);
     this.#checkClosed();
     const enc = this.#encode(item);
-    const end = deadline(timeout);
     try {
+      // Room there: put without reading TAIL, which lives on the consumers' cache line (as getSync).
+      if (this.#tryPut(enc)) return;
+      if (!block) throw new Full();
+      const end = deadline(timeout);
       for (;;) {
-        const seq = Atomics.load(this.#w, SPACE_SEQ);
+        const seq = Atomics.load(this.#w, TAIL);
         if (this.#tryPut(enc)) return;
-        if (!block) throw new Full();
         const left = end - Date.now();
         if (left <= 0) throw new Full();
         Atomics.add(this.#w, SPACE_WAITERS, 1);
         try {
-          waitWordSync(this.#w, SPACE_SEQ, seq, left === Infinity ? undefined : left);
+          waitWordSync(this.#w, TAIL, seq, left === Infinity ? undefined : left);
         } finally {
           Atomics.sub(this.#w, SPACE_WAITERS, 1);
         }
@@ -277,13 +278,13 @@ export class Queue<T = unknown> {
     const end = deadline(timeout);
     try {
       for (;;) {
-        const seq = Atomics.load(this.#w, SPACE_SEQ);
+        const seq = Atomics.load(this.#w, TAIL);
         if (this.#tryPut(own)) return;
         const left = end - Date.now();
         if (left <= 0) throw new Full();
         Atomics.add(this.#w, SPACE_WAITERS, 1);
         try {
-          await waitWord(this.#w, SPACE_SEQ, seq, { timeout: left === Infinity ? undefined : left });
+          await waitWord(this.#w, TAIL, seq, { timeout: left === Infinity ? undefined : left });
         } finally {
           Atomics.sub(this.#w, SPACE_WAITERS, 1);
         }
@@ -383,8 +384,7 @@ export class Queue<T = unknown> {
     } finally {
       this.#putLock.release();
     }
-    Atomics.add(w, DATA_SEQ, 1);
-    if (Atomics.load(w, DATA_WAITERS) > 0) wakeWord(w, DATA_SEQ);
+    if (Atomics.load(w, DATA_WAITERS) > 0) wakeWord(w, HEAD);
     return true;
   }
 
@@ -415,7 +415,7 @@ export class Queue<T = unknown> {
   getSync(opts?: GetOptions): T {
     const { block, timeout } = checkOpts(opts);
     this.#checkClosed();
-    // An item there already: taken without reading DATA_SEQ, which lives on the producers' cache
+    // An item there already: taken without reading HEAD, which lives on the producers' cache
     // line (read on every get, it cost the producer a line transfer per item; as get()).
     const r = this.#tryGet();
     if (r !== NONE) return r as T;
@@ -425,7 +425,7 @@ export class Queue<T = unknown> {
       if (r !== SLEEP) return r as T;
       const since = this.#sleeping();
       try {
-        waitWordSync(this.#w, DATA_SEQ, this.#sleepSeq, this.#sleepLeft);
+        waitWordSync(this.#w, HEAD, this.#sleepSeq, this.#sleepLeft);
       } finally {
         this.#woke(since);
       }
@@ -455,7 +455,7 @@ export class Queue<T = unknown> {
       if (r !== SLEEP) return r as T;
       const since = this.#sleeping();
       try {
-        await waitWord(this.#w, DATA_SEQ, this.#sleepSeq, { timeout: this.#sleepLeft });
+        await waitWord(this.#w, HEAD, this.#sleepSeq, { timeout: this.#sleepLeft });
       } finally {
         this.#woke(since);
       }
@@ -465,13 +465,13 @@ export class Queue<T = unknown> {
 
   // One turn of a get that may sleep, shared by getSync and get (they differ only in how they
   // sleep): the item, or SLEEP with what to sleep on in #sleepSeq / #sleepLeft (read at once by
-  // the caller, before anything else can run). DATA_SEQ is read before looking, so a put
-  // between the look and the sleep changes it and the sleep returns at once.
+  // the caller, before anything else can run). HEAD is read before looking, so a put between
+  // the look and the sleep changes it and the sleep returns at once.
   #sleepSeq = 0;
   #sleepLeft: number | undefined = undefined;
 
   #getTurn(end: number, block: boolean): unknown {
-    const seq = Atomics.load(this.#w, DATA_SEQ);
+    const seq = Atomics.load(this.#w, HEAD);
     const r = this.#tryGet();
     if (r !== NONE) return r;
     if (!block) throw new Empty();
@@ -576,8 +576,7 @@ export class Queue<T = unknown> {
         // already removed
       }
     }
-    Atomics.add(w, SPACE_SEQ, 1);
-    if (Atomics.load(w, SPACE_WAITERS) > 0) wakeWord(w, SPACE_SEQ);
+    if (Atomics.load(w, SPACE_WAITERS) > 0) wakeWord(w, TAIL);
     if (err !== null) throw err;
     return value;
   }
