@@ -13,6 +13,7 @@
 // SIGINT/SIGTERM, unref'd so it never keeps its creator alive. Lines are shorter than PIPE_BUF,
 // so writes from several forked processes never interleave.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { native, nativePath } from './native';
 
 export type ResourceType = 'shared_memory' | 'semaphore';
@@ -93,6 +94,7 @@ function startTracker(): TrackerState {
     });
     child.unref();
     child.on('error', () => {});
+    if (child.pid !== undefined) lowerPriority(child.pid);
     return { pid: process.pid, trackerPid: child.pid, fd: w };
   } catch (e) {
     native.closeFd(w);
@@ -103,6 +105,30 @@ function startTracker(): TrackerState {
   }
 }
 
+/**
+ * The tracker is a janitor: its start-up (a fresh Node, ~60-80 ms of CPU here) must not take a
+ * core from the program that just created its first queue or segment. A lower nice value alone
+ * does not do it on Linux with autogroup scheduling (the tracker's own session is its own group,
+ * which gets a whole share), so the group's nice is lowered too. Measured: a queue streaming
+ * 200k items right after its creation ran at 1.5-2.4 M items/s while the tracker started, 2.7-4.4
+ * M/s with this (as with a tracker started long before). Nothing waits for the tracker: its
+ * announcements wait in the pipe. Best effort: where it fails, the tracker runs at normal priority.
+ */
+const TRACKER_NICE = 10;
+function lowerPriority(pid: number): void {
+  try {
+    os.setPriority(pid, Math.min(19, os.getPriority() + TRACKER_NICE));
+  } catch {
+    // not allowed here
+  }
+  if (process.platform === 'linux') {
+    try {
+      fs.writeFileSync(`/proc/${pid}/autogroup`, String(TRACKER_NICE));
+    } catch {
+      // no autogroup scheduling in this kernel
+    }
+  }
+}
 /** Starts the tracker if this process has none (forked children share their parent's). */
 export function ensureRunning(): void {
   if (tracker === undefined) tracker = startTracker();

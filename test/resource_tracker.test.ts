@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ensureDist } from './helpers/dist';
 
@@ -108,6 +109,24 @@ describe('resource tracker', () => {
     // track: false is the caller's to unlink (as in CPython)
     expect(onShm(info.keep as string)).toBe(true);
     fs.rmSync('/dev/shm/' + (info.keep as string));
+    expect(await until(() => !alive(info.tracker as number))).toBe(true);
+  });
+
+  it('the tracker runs at a lower priority than its creator (its start-up takes no core from it)', async () => {
+    const { info, proc } = await script(`
+      const tracker = require(${JSON.stringify(dist + '/resource_tracker.js')});
+      const shm = new mp.SharedMemory({ create: true, size: 10 });
+      console.log(JSON.stringify({ tracker: tracker.trackerPid() }));
+      setTimeout(() => shm.unlink(), 300);
+    `);
+    try {
+      const pid = info.tracker as number;
+      expect(os.getPriority(pid)).toBe(Math.min(19, os.getPriority() + 10));
+      const group = `/proc/${pid}/autogroup`;
+      if (fs.existsSync(group)) expect(fs.readFileSync(group, 'latin1')).toMatch(/ nice 10\b/);
+    } finally {
+      await new Promise((r) => proc.once('exit', r));
+    }
     expect(await until(() => !alive(info.tracker as number))).toBe(true);
   });
 });
