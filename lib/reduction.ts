@@ -277,10 +277,9 @@ function substitute(v: unknown, out: Reduced[], ctx: ReduceContext, memo: Map<ob
     return c;
   }
   if (Array.isArray(v)) {
-    const c = newArray(v.length);
+    const c: unknown[] = new Array(v.length);
     memo.set(v, c);
     for (let i = 0; i < v.length; i++) if (i in v) c[i] = substitute(v[i], out, ctx, memo);
-    if (v.length > 0 && !(0 in v)) delete c[0]; // a hole stays a hole
     return c;
   }
   if (v instanceof Error) return v;
