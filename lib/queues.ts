@@ -340,7 +340,7 @@ export class Queue<T = unknown> {
       // Small items circle in the ring's first WINDOW bytes while the consumers keep up: a
       // record that would cross the window goes to offset 0 instead (the rest of the ring is
       // skipped with a pad record, as at the ring's end). The ring's pages stay few and warm:
-      // each page a process touches first costs it a page fault (~12 us on this VM), and a
+      // each page a process touches first costs it a page fault (~12 us on a VM measured), and a
       // stream of 200k small items would otherwise walk 3 MB of them. Once the consumers fall
       // behind by half a window, records go on past it and the whole ring is used.
       if (pad === 0 && off < WINDOW && off + need >= WINDOW && this.#cap >= 4 * WINDOW) {

@@ -15,16 +15,16 @@
 //
 //   class Lock { [reduceHandle](ctx) { return { type: 'multiproc.Lock', state: { name: this.#name } }; } }
 //   registerRebuilder('multiproc.Lock', (state) => Lock.attach(state.name));
-// node:v8 is loaded at the first value only it can carry: compiling it was a seventh of this
-// library's import time, which every spawn child pays.
-let v8Module: typeof import('node:v8') | undefined;
-const v8 = (): typeof import('node:v8') => (v8Module ??= require('node:v8') as typeof import('node:v8'));
-
 import { ArrayRange, Decoder, Encoder, newArray } from './codec';
 import { ValueError } from './errors';
 import { native } from './native';
 import { kReduce } from './shared_memory';
 import { assertSpawnable } from './_spawning';
+
+// node:v8 is loaded at the first value only it can carry: compiling it was a seventh of this
+// library's import time, which every spawn child pays.
+let v8Module: typeof import('node:v8') | undefined;
+const v8 = (): typeof import('node:v8') => (v8Module ??= require('node:v8') as typeof import('node:v8'));
 
 /** The method an object implements to be sent to another process. */
 export const reduceHandle: unique symbol = Symbol.for('multiproc.reduce') as never;
@@ -149,10 +149,6 @@ export function encodeToBuffer(value: unknown, fds: number[] | null): Buffer {
   return Buffer.concat(chunks, length);
 }
 
-/**
- * Decodes a message from buf[start, end). `copy`: the bytes are transient (shared memory), so
- * nothing returned may alias them. `takeFd` yields descriptors that arrived with the message.
- */
 /** What decodePairs stores in place of a value it wrote straight into its target. */
 export const PLACED: unique symbol = Symbol('multiproc.placed');
 
@@ -182,6 +178,10 @@ export function decodePairs(
   return out;
 }
 
+/**
+ * Decodes a message from buf[start, end). `copy`: the bytes are transient (shared memory), so
+ * nothing returned may alias them. `takeFd` yields descriptors that arrived with the message.
+ */
 export function decodeMessage(buf: Buffer, dv: DataView, start: number, end: number, copy: boolean, takeFd?: (i: number) => number): unknown {
   const tag = buf[start];
   if (tag === TAG_FAST) {

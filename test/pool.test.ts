@@ -147,7 +147,6 @@ describe('Pool', () => {
     expect(await pool.map((x: number) => x + 1, xs.slice(0, 20), { chunksize: 8 })).toEqual(xs.slice(0, 20).map((x) => x + 1));
   });
 
-
   it('integers arrive as small integers, also after arrays of doubles were decoded (no deoptimization storm)', async () => {
     // V8 internals, read with natives syntax (enabled for the functions compiled below only).
     v8.setFlagsFromString('--allow-natives-syntax');
