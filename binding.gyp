@@ -23,7 +23,8 @@
             "native/posix/shm.cc",
             "native/posix/futex.cc",
             "native/posix/sem.cc",
-            "native/posix/pipe.cc"
+            "native/posix/pipe.cc",
+            "native/posix/tracker.cc"
           ]
         }],
         ["OS=='win'", {

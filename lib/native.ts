@@ -73,6 +73,8 @@ export interface NativeShm {
   closeFd(fd: number): void;
   /** [read, write], both close-on-exec: the resource tracker's lifeline. */
   lifelinePipe(): [number, number];
+  /** Linux: forks the resource tracker (native/posix/tracker.cc) reading `lifelineReadFd`; its pid. */
+  startTracker?(lifelineReadFd: number): number;
   readonly shmFlags: { O_RDONLY: number; O_RDWR: number; O_CREAT: number; O_EXCL: number; O_TRUNC: number };
 
   /** Blocks while i32[index] === expected, at most timeoutMs (<0: no limit). 0 woken/spurious, 1 not equal, 2 timed out. */

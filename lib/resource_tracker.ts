@@ -8,17 +8,20 @@
 //   inherit it, as in CPython) hold. Every name is announced on the pipe before the object is
 //   created, and withdrawn after it is unlinked. When the last writer dies the tracker reads EOF,
 //   unlinks whatever is still announced, and exits.
-// The tracker is a small Node process started lazily on the first named object, in its own
-// session (a terminal's ^C or a kill of the creator's process group does not reach it), ignoring
-// SIGINT/SIGTERM, unref'd so it never keeps its creator alive. Lines are shorter than PIPE_BUF,
-// so writes from several forked processes never interleave.
+// The tracker is started lazily on the first named object, in its own session (a terminal's ^C
+// or a kill of the creator's process group does not reach it), ignoring SIGINT/SIGTERM, never
+// keeping its creator alive. On Linux it is a forked child running a small C loop
+// (native/posix/tracker.cc): ~1 ms to start, where a fresh Node took 60-80 ms of CPU from the
+// program that had just created its first queue or segment. Elsewhere it is a Node process
+// (TRACKER_SOURCE below). Lines are shorter than PIPE_BUF, so writes from several forked
+// processes never interleave.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { native, nativePath } from './native';
 
 export type ResourceType = 'shared_memory' | 'semaphore';
 
-// The tracker's whole program. It gets the addon path as argv[1] (to call shm_unlink/sem_unlink)
+// The Node tracker's whole program (where native/posix/tracker.cc is not built). It gets the addon path as argv[1] (to call shm_unlink/sem_unlink)
 // and falls back to removing the /dev/shm entries (Linux's implementation of both).
 const TRACKER_SOURCE = `
 'use strict';
@@ -84,6 +87,7 @@ function key(type: ResourceType, name: string): string {
 function startTracker(): TrackerState {
   const [r, w] = native.lifelinePipe();
   try {
+    if (native.startTracker !== undefined) return { pid: process.pid, trackerPid: native.startTracker(r), fd: w };
     // node:child_process on first use: most processes never start a tracker themselves.
     const { spawn } = require('node:child_process') as typeof import('node:child_process');
     const child = spawn(process.execPath, ['-e', TRACKER_SOURCE, nativePath], {
@@ -106,29 +110,17 @@ function startTracker(): TrackerState {
 }
 
 /**
- * The tracker is a janitor: its start-up (a fresh Node, ~60-80 ms of CPU here) must not take a
- * core from the program that just created its first queue or segment. A lower nice value alone
- * does not do it on Linux with autogroup scheduling (the tracker's own session is its own group,
- * which gets a whole share), so the group's nice is lowered too. Measured: a queue streaming
- * 200k items right after its creation ran at 1.5-2.4 M items/s while the tracker started, 2.7-4.4
- * M/s with this (as with a tracker started long before). Nothing waits for the tracker: its
- * announcements wait in the pipe. Best effort: where it fails, the tracker runs at normal priority.
+ * A Node tracker is a janitor: its start-up must not take a core from the program that just
+ * created its first segment. Best effort: where it fails, the tracker runs at normal priority.
  */
-const TRACKER_NICE = 10;
 function lowerPriority(pid: number): void {
   try {
-    os.setPriority(pid, Math.min(19, os.getPriority() + TRACKER_NICE));
+    os.setPriority(pid, Math.min(19, os.getPriority() + 10));
   } catch {
     // not allowed here
   }
-  if (process.platform === 'linux') {
-    try {
-      fs.writeFileSync(`/proc/${pid}/autogroup`, String(TRACKER_NICE));
-    } catch {
-      // no autogroup scheduling in this kernel
-    }
-  }
 }
+
 /** Starts the tracker if this process has none (forked children share their parent's). */
 export function ensureRunning(): void {
   if (tracker === undefined) tracker = startTracker();

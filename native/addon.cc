@@ -19,6 +19,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFork(env, exports);
   InitFutex(env, exports);
   InitSpawn(env, exports);
+  InitTracker(env, exports);
 #endif
   return exports;
 }

@@ -39,6 +39,7 @@ void InitPipe(Napi::Env env, Napi::Object exports);      // pipes and framed mes
 void InitFork(Napi::Env env, Napi::Object exports);      // posix/fork.cc: fork + child fix-ups
 void InitFutex(Napi::Env env, Napi::Object exports);     // posix/futex.cc: cross-process waits on shared words
 void InitSpawn(Napi::Env env, Napi::Object exports);     // posix/spawn.cc: posix_spawn of a fresh program
+void InitTracker(Napi::Env env, Napi::Object exports);   // posix/tracker.cc: the resource tracker process (Linux)
 #endif
 
 }  // namespace mp
