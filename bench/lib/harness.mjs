@@ -16,7 +16,7 @@
 // cell with no undisturbed round shows the median of all rounds marked `*`: the machine was too
 // busy to trust that number. Before each sample the orchestrator waits (bounded) for quiet.
 
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -461,6 +461,7 @@ export async function benchMain(spec) {
   process.on('SIGTERM', onSignal);
   const timeoutMs = (opts.quick ? 60 : 180) * 1000; // a full sample takes < 30 s here
   process.stderr.write(`${spec.name}: ${opts.rounds} rounds, ${opts.quick ? 'quick' : 'full'} sizes, ext-limit ${opts.extLimit} cores\n`);
+  if (process.env.NODE_EXTRA_CA_CERTS) opts.extraCaCost = extraCaCost();
   for (let r = 0; r < opts.rounds; r++) {
     const k = runnable.length ? r % runnable.length : 0;
     const order = [...runnable.slice(k), ...runnable.slice(0, k)];
@@ -526,6 +527,21 @@ function targetLine(spec, variants, results, summary, t) {
   return `${head}: ${parts.join('; ') || 'not measured'}`;
 }
 
+/** Median start-up of a bare `node -e 0` with and without NODE_EXTRA_CA_CERTS (ms). */
+function extraCaCost() {
+  const time = (env) => {
+    const ts = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = process.hrtime.bigint();
+      spawnSync(process.execPath, ['-e', '0'], { env, stdio: 'ignore' });
+      ts.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    return ts.sort((a, b) => a - b)[2];
+  };
+  const { NODE_EXTRA_CA_CERTS: _, ...without } = process.env;
+  return { with: time(process.env), without: time(without) };
+}
+
 function buildReport(spec, variants, results, opts) {
   const L = [];
   const summary = {};
@@ -533,6 +549,13 @@ function buildReport(spec, variants, results, opts) {
   L.push(`## ${spec.title}`);
   L.push(`${opts.quick ? 'quick sizes' : 'full sizes'}, ${opts.rounds} rounds; run as: ${hows.join('; ')}`);
   L.push('cell = median over undisturbed rounds (min..max) [rounds kept/run]; ratio = ours vs that row, >1 means ours is better (faster / more throughput)');
+  if (opts.extraCaCost !== undefined) {
+    L.push(
+      `note: NODE_EXTRA_CA_CERTS is set here, so every fresh Node process parses that certificate bundle as it starts ` +
+        `(a bare \`node -e 0\` takes ${opts.extraCaCost.with.toFixed(0)} ms with it, ${opts.extraCaCost.without.toFixed(0)} ms without): ` +
+        'rows that start a Node process (spawn, child_process, the forkserver server) include it; CPython pays nothing like it.',
+    );
+  }
   L.push('');
   L.push('| metric | variant | result | ratio (>1 = ours better) |');
   L.push('|---|---|---|---|');
