@@ -9,12 +9,18 @@
 // interleave the variants, rotating their order, so slow drifts of the machine hit all alike.
 //
 // Busy-machine guard (after /work/shared/bench/cpython_anchor.py). The machine is shared. Around
-// every measured step the child samples /proc/stat (CPU busy time of the whole machine) and the
-// CPU time of our own process tree (the orchestrator and all its descendants, including children
-// they reaped); the difference is the load other processes put on the machine during the step,
-// in cores. Steps with external load >= extLimit are "disturbed" and left out of the median. A
+// every measured step the child samples the CPU busy time of the whole machine and the CPU time
+// of our own process tree (the orchestrator and all its descendants, including children they
+// reaped); the difference is the load other processes put on the machine during the step, in
+// cores. Steps with external load >= extLimit are "disturbed" and left out of the median. A
 // cell with no undisturbed round shows the median of all rounds marked `*`: the machine was too
 // busy to trust that number. Before each sample the orchestrator waits (bounded) for quiet.
+// Where cgroup v1's cpuacct controller is writable (Linux as root), both times are exact
+// nanoseconds: the orchestrator moves itself into a cgroup of its own, which every descendant
+// inherits (the resource tracker too, which is re-parented to init), and the root cgroup counts
+// every task. Elsewhere they are clock ticks from /proc/stat and /proc/PID/stat: 10 ms steps,
+// too coarse for a step of 50 ms (a 200k-item queue run): the guard then dropped rounds by
+// rounding, the short (fast) ones most often.
 
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -72,6 +78,16 @@ function* procStats() {
  */
 export function cpuSample(root = rootPid()) {
   const t = process.hrtime.bigint();
+  const acct = process.env.BENCH_CPUACCT;
+  if (acct) {
+    try {
+      const busy = Number(fs.readFileSync(path.join(path.dirname(acct), 'cpuacct.usage'), 'latin1'));
+      const ours = Number(fs.readFileSync(path.join(acct, 'cpuacct.usage'), 'latin1'));
+      return { t, busy, ours, ok: true, perSecond: 1e9 };
+    } catch {
+      // the cgroup is gone: fall back to ticks
+    }
+  }
   let busy = 0;
   try {
     const line = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0];
@@ -98,7 +114,7 @@ export function cpuSample(root = rootPid()) {
     if (i) ours += i.cpu;
     for (const c of children.get(pid) ?? []) stack.push(c);
   }
-  return { t, busy, ours, ok: true };
+  return { t, busy, ours, ok: true, perSecond: hz() };
 }
 
 /** CPU (in cores) used by processes outside our tree between two samples. */
@@ -106,7 +122,47 @@ export function externalLoad(s0, s1) {
   if (!s0.ok || !s1.ok) return 0;
   const secs = Number(s1.t - s0.t) / 1e9;
   if (secs <= 0) return 0;
-  return Math.max(0, (s1.busy - s0.busy - (s1.ours - s0.ours)) / hz() / secs);
+  if (s0.perSecond !== s1.perSecond) return 0;
+  return Math.max(0, (s1.busy - s0.busy - (s1.ours - s0.ours)) / s1.perSecond / secs);
+}
+
+const CPUACCT = '/sys/fs/cgroup/cpuacct';
+
+/** Orchestrator: moves this process into a cpuacct cgroup of its own (see the top); its path or null. */
+function enterCpuacct() {
+  if (process.platform !== 'linux' || !fs.existsSync(path.join(CPUACCT, 'cpuacct.usage'))) return null;
+  // Cgroups of earlier runs, empty once their last process (a resource tracker) exited.
+  for (const d of fs.readdirSync(CPUACCT)) {
+    if (d.startsWith('multiproc-bench-')) {
+      try {
+        fs.rmdirSync(path.join(CPUACCT, d));
+      } catch {
+        // still in use
+      }
+    }
+  }
+  const dir = path.join(CPUACCT, `multiproc-bench-${process.pid}`);
+  try {
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(process.pid));
+    return dir;
+  } catch {
+    try {
+      fs.rmdirSync(dir);
+    } catch {
+      // not made
+    }
+    return null; // not root, or a read-only cgroup file system
+  }
+}
+
+function leaveCpuacct(dir) {
+  try {
+    fs.writeFileSync(path.join(CPUACCT, 'cgroup.procs'), String(process.pid));
+    fs.rmdirSync(dir); // fails while a descendant (a tracker) lives on: removed by the next run
+  } catch {
+    // best effort
+  }
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -462,6 +518,9 @@ export async function benchMain(spec) {
   const timeoutMs = (opts.quick ? 60 : 180) * 1000; // a full sample takes < 30 s here
   process.stderr.write(`${spec.name}: ${opts.rounds} rounds, ${opts.quick ? 'quick' : 'full'} sizes, ext-limit ${opts.extLimit} cores\n`);
   if (process.env.NODE_EXTRA_CA_CERTS) opts.extraCaCost = extraCaCost();
+  const acct = process.env.BENCH_CPUACCT ? null : enterCpuacct();
+  if (acct !== null) process.env.BENCH_CPUACCT = acct; // every sample inherits it
+  opts.exactCpu = !!process.env.BENCH_CPUACCT;
   for (let r = 0; r < opts.rounds; r++) {
     const k = runnable.length ? r % runnable.length : 0;
     const order = [...runnable.slice(k), ...runnable.slice(0, k)];
@@ -479,6 +538,10 @@ export async function benchMain(spec) {
           `(external load before ${quiet.toFixed(2)}, during ${res.whole.toFixed(2)} cores)\n`,
       );
     }
+  }
+  if (acct !== null) {
+    leaveCpuacct(acct);
+    delete process.env.BENCH_CPUACCT;
   }
   const report = buildReport(spec, variants, results, opts);
   process.stdout.write(report.text + '\n');
@@ -549,6 +612,7 @@ function buildReport(spec, variants, results, opts) {
   L.push(`## ${spec.title}`);
   L.push(`${opts.quick ? 'quick sizes' : 'full sizes'}, ${opts.rounds} rounds; run as: ${hows.join('; ')}`);
   L.push('cell = median over undisturbed rounds (min..max) [rounds kept/run]; ratio = ours vs that row, >1 means ours is better (faster / more throughput)');
+  L.push(`busy-machine guard: ${opts.exactCpu ? 'exact CPU times (cgroup cpuacct)' : 'CPU times in clock ticks (/proc): coarse for steps under ~0.5 s'}`);
   if (opts.extraCaCost !== undefined) {
     L.push(
       `note: NODE_EXTRA_CA_CERTS is set here, so every fresh Node process parses that certificate bundle as it starts ` +
