@@ -38,7 +38,7 @@ import { commonJsRef, requireRef, internalRef, isFunctionRef, resolveFunctionRef
 import { native } from './native';
 import { cpuCount, Process, type ProcessOptions } from './process';
 import { ArrayRange, newArray } from './codec';
-import { decodeMessage, decodePairs, encodeMessage, PLACED, primeCodec } from './reduction';
+import { decodeMessage, decodePairs, encodeMessage, PLACED } from './reduction';
 
 // ------------------------------------------------------------------ function registry
 
@@ -490,7 +490,6 @@ export class PoolCore {
       // Forked workers run closures from their copy of this process: check now, so that the
       // error reaches the caller rather than the later turn that forks them.
       assertForkSafe();
-      primeCodec(); // before the first fork: every worker inherits the codec's type feedback
     } else if (opts.initializer !== null) {
       // spawn/forkserver workers get functions by reference: a closure fails here, at once.
       this.#initRef = toFunctionRef(opts.initializer, method);

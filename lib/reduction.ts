@@ -178,39 +178,6 @@ export function decodePairs(
   return out;
 }
 
-let primed = false;
-
-/**
- * Gives the fast codec's functions type feedback for every kind of value, once per process, by
- * encoding and decoding a sample of each (~1 ms). A pool calls it before forking its workers,
- * which inherit the feedback. Without it a worker's first results met V8's optimized encoder on
- * paths it had never run (the 0 that heads each result, a first array of 8 or more numbers):
- * each such path deoptimized it and it was compiled again, ~3 ms of a worker's first 50.
- */
-export function primeCodec(): void {
-  if (primed) return;
-  primed = true;
-  const ints = [1, 2, 3, 4, 5, 6, 7, 8, 9];
-  const sample = [
-    ...[0, -0, 1, -7, 2 ** 31, 0.5, NaN, 'ascii', 'ünï', 'x'.repeat(300), true, false, null, undefined],
-    [1, 2, 3],
-    ints,
-    [0.5, 1, 2, 3, 4, 5, 6, 7, 8],
-    ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'],
-    [[1, 2], [3, [4]]],
-    { a: 1, b: 'x', c: [1] },
-    Object.assign(Object.create(null) as object, { k: 0 }),
-    Buffer.from([1, 2]),
-    new Uint8Array(3),
-    new ArrayRange(ints, 1, 9),
-  ];
-  for (let i = 0; i < 3; i++) {
-    const { chunks, length } = encodeMessage(sample, null);
-    const b = Buffer.concat(chunks, length);
-    decodeMessage(b, new DataView(b.buffer, b.byteOffset, b.length), 0, b.length, false);
-  }
-}
-
 /**
  * Decodes a message from buf[start, end). `copy`: the bytes are transient (shared memory), so
  * nothing returned may alias them. `takeFd` yields descriptors that arrived with the message.

@@ -4,12 +4,11 @@ import * as v8 from 'node:v8';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { AsyncResult, CancelledError, defaultChunksize, getContext, Pool, TimeoutError, ValueError, WorkerLostError } from '../lib/index';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 
 import { isDead, runFixture, waitUntil } from './fixtures/children';
-import { ensureDist } from './helpers/dist';
 
 const pools: Pool[] = [];
 const seenPids = new Set<number>();
@@ -170,20 +169,6 @@ describe('Pool', () => {
     expect(back.every((pair) => !hasDoubles(pair) && isSmi(pair[0]) && isSmi(pair[1]))).toBe(true);
     const flat = await pool.map((x: number) => x, xs);
     expect(!hasDoubles(flat) && flat.every(isSmi)).toBe(true);
-  });
-  it('primes the codec before forking: the optimized encoder survives a worker\'s first results', () => {
-    // Without it, the first 0 or list of 9 numbers a worker encoded deoptimized V8's encoder and
-    // it was compiled again (~3 ms of a worker's first 50 ms). Read with natives syntax.
-    const probe = (mode: string): unknown => {
-      const r = spawnSync(process.execPath, ['--single-threaded', '--allow-natives-syntax', path.join(__dirname, 'fixtures', 'codec-feedback.cjs'), ensureDist(), mode], {
-        encoding: 'utf8',
-        timeout: 20_000,
-      });
-      expect(r.status, r.stderr).toBe(0);
-      return JSON.parse(r.stdout);
-    };
-    expect(probe('none')).toEqual({ before: true, after: false }); // the probe sees the deoptimization
-    expect(probe('pool')).toEqual({ before: true, after: true });
   });
   it('moves large arguments and results both ways without deadlocking', async () => {
     const pool = makePool(2);
