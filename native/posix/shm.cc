@@ -138,6 +138,20 @@ Napi::Value LifelinePipe(const Napi::CallbackInfo& info) {
   ::fcntl(fds[0], F_SETFD, FD_CLOEXEC);
   ::fcntl(fds[1], F_SETFD, FD_CLOEXEC);
 #endif
+  // A program that closed its stdio would get fds 0-2 here: its later writes to stdout/stderr
+  // would go down the lifeline, and a child given them as stdio would hold the write end open.
+  for (int& fd : fds) {
+    if (fd > 2) continue;
+    const int high = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (high < 0) {
+      const int err = errno;
+      ::close(fds[0]);
+      ::close(fds[1]);
+      return ThrowErrno(env, err, "fcntl");
+    }
+    ::close(fd);
+    fd = high;
+  }
   Napi::Array a = Napi::Array::New(env, 2);
   a.Set(uint32_t{0}, Napi::Number::New(env, fds[0]));
   a.Set(uint32_t{1}, Napi::Number::New(env, fds[1]));

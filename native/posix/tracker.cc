@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -276,6 +277,12 @@ void Decode(const char* in, char* out) {
   const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (high < 0 || dup2(high, 0) < 0) _exit(70);
   if (devnull >= 0) dup2(devnull, 1);
+  // A program that had closed its stdio got the lifeline pipe as fds 0-2: if stderr is now the
+  // lifeline's write end, holding it would keep the tracker from ever seeing EOF.
+  struct stat in, err;
+  if (devnull >= 0 && fstat(0, &in) == 0 && fstat(2, &err) == 0 && S_ISFIFO(err.st_mode) && err.st_ino == in.st_ino &&
+      err.st_dev == in.st_dev)
+    dup2(devnull, 2);
 #ifdef SYS_close_range
   if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
 #endif
