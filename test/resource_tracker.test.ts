@@ -127,11 +127,13 @@ describe('resource tracker', () => {
     const pid = info.pid as number;
     const t = info.tracker as number;
     try {
+      // Its pid is known before it has set itself up: it names itself last.
+      const named = (): boolean => fs.readFileSync(`/proc/${t}/cmdline`, 'latin1').startsWith('multiproc-resource-tracker\0');
+      expect(await until(named)).toBe(true);
       const fds = fs.readdirSync(`/proc/${t}/fd`).sort();
       expect(fds).toEqual(['0', '1', '2']);
       expect(fs.readlinkSync(`/proc/${t}/fd/0`)).toMatch(/^pipe:/);
       expect(fs.readlinkSync(`/proc/${t}/fd/1`)).toBe('/dev/null');
-      expect(fs.readFileSync(`/proc/${t}/cmdline`, 'latin1')).toMatch(/^multiproc-resource-tracker\0/);
       const rss = (p: number): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'latin1'))![1]) * 1024;
       expect(rss(pid)).toBeGreaterThan(128 * 1024 * 1024);
       expect(rss(t)).toBeLessThan(16 * 1024 * 1024);
