@@ -66,6 +66,8 @@ const K_PAD = 2;
 
 const DEFAULT_CAPACITY = 4 * 1024 * 1024;
 const WINDOW = 256 * 1024;
+/** Puts during which #tryPut runs its rare branches too (V8 optimizes it after a few hundred). */
+const WARM_PUTS = 1024;
 
 // Adaptive spinning of a consumer that found the queue empty: spin up to SPIN_MS while the
 // previous sleep lasted less than SPIN_ENABLE_MS.
@@ -150,6 +152,10 @@ export class Queue<T = unknown> {
   // side's cache line only when the stale view says "full" / "empty" keeps it out of ours.
   #tailSeen = 0;
   #headSeen = 0;
+  /** Puts by this process on this queue, counted up to WARM_PUTS (see #tryPut). */
+  #warmPuts = 0;
+  /** The ring is big enough for small items to circle in its first WINDOW bytes. */
+  #windowed = false;
   /** Whether a get spins before sleeping (see #spinGet). */
   #spin = false;
   protected readonly kind: 'Queue' | 'JoinableQueue' | 'SimpleQueue' = 'Queue';
@@ -177,6 +183,7 @@ export class Queue<T = unknown> {
       this.#getLock = new Lock();
     }
     this.#mask = this.#cap - 1;
+    this.#windowed = this.#cap >= 4 * WINDOW;
     this.#w = new Int32Array(this.#seg.sab, 0, HEADER / 4);
     this.#buf = Buffer.from(this.#seg.sab, HEADER, this.#cap);
     this.#dv = new DataView(this.#seg.sab, HEADER, this.#cap);
@@ -219,12 +226,12 @@ export class Queue<T = unknown> {
     const enc = this.#encode(item);
     try {
       // Room there: put without reading TAIL, which lives on the consumers' cache line (as getSync).
-      if (this.#tryPut(enc)) return;
+      if (this.#tryPut(enc.chunks, enc.length, enc.side ?? null)) return;
       if (!block) throw new Full();
       const end = deadline(timeout);
       for (;;) {
         const seq = Atomics.load(this.#w, TAIL);
-        if (this.#tryPut(enc)) return;
+        if (this.#tryPut(enc.chunks, enc.length, enc.side ?? null)) return;
         const left = end - Date.now();
         if (left <= 0) throw new Full();
         Atomics.add(this.#w, SPACE_WAITERS, 1);
@@ -261,7 +268,7 @@ export class Queue<T = unknown> {
       ({ block, timeout } = checkOpts(opts));
       this.#checkClosed();
       enc = this.#encode(item);
-      if (this.#tryPut(enc)) return RESOLVED;
+      if (this.#tryPut(enc.chunks, enc.length, enc.side ?? null)) return RESOLVED;
       if (!block) throw new Full();
     } catch (e) {
       this.#dropSide(enc);
@@ -279,7 +286,7 @@ export class Queue<T = unknown> {
     try {
       for (;;) {
         const seq = Atomics.load(this.#w, TAIL);
-        if (this.#tryPut(own)) return;
+        if (this.#tryPut(own.chunks, own.length, own.side ?? null)) return;
         const left = end - Date.now();
         if (left <= 0) throw new Full();
         Atomics.add(this.#w, SPACE_WAITERS, 1);
@@ -320,22 +327,37 @@ export class Queue<T = unknown> {
   }
 
   // One attempt under the put lock; false if there is no room (or the queue is at maxsize).
-  #tryPut(enc: Encoded): boolean {
+  // (The item comes as separate arguments: the objects that carry it have two shapes, and the
+  // second one, met in optimized code, deoptimized it.)
+  #tryPut(chunks: Uint8Array[], length: number, side: Segment | null): boolean {
     const w = this.#w;
-    const need = (8 + enc.length + 7) & ~7;
+    const need = (8 + length + 7) & ~7;
     this.#putLock.acquireSync();
     try {
       if (Atomics.load(w, J_BUSY) !== 0) this.#repairPut();
       if (this.#maxsize > 0 && ((Atomics.load(w, PUTS) - Atomics.load(w, GETS)) | 0) >= this.#maxsize) return false;
       const head = Atomics.load(w, HEAD);
+      const cap = this.#cap;
+      const windowed = this.#windowed;
       let off = head & this.#mask;
-      const toEnd = this.#cap - off;
+      const toEnd = cap - off;
       let pad = need > toEnd ? toEnd : 0;
-      let used = (head - this.#tailSeen) | 0;
-      if (used < 0 || used > this.#cap || used + pad + need > this.#cap) {
-        this.#tailSeen = Atomics.load(w, TAIL);
-        used = (head - this.#tailSeen) | 0;
-        if (used + pad + need > this.#cap) return false;
+      // The rare branches below (a look at TAIL, a lap of the window, a pad record) also run,
+      // without effect, in this process's first WARM_PUTS puts on the queue, so that V8 has seen
+      // them run before it optimizes this method. Met for the first time in optimized code, each
+      // one deoptimized it and it was compiled again: a 200k-item stream made 4-9 such and took
+      // 42-57 ms (measured with --trace-deopt).
+      const warm = this.#warmPuts < WARM_PUTS;
+      if (warm) this.#warmPuts++;
+      let tailSeen = this.#tailSeen;
+      let used = (head - tailSeen) | 0;
+      if (used < 0 || used > cap || used + pad + need > cap || warm) {
+        tailSeen = Atomics.load(w, TAIL);
+        used = (head - tailSeen) | 0;
+        if (used + pad + need > cap) {
+          this.#tailSeen = tailSeen;
+          return false;
+        }
       }
       // Small items circle in the ring's first WINDOW bytes while the consumers keep up: a
       // record that would cross the window goes to offset 0 instead (the rest of the ring is
@@ -343,21 +365,23 @@ export class Queue<T = unknown> {
       // each page a process touches first costs it a page fault (~12 us on a VM measured), and a
       // stream of 200k small items would otherwise walk 3 MB of them. Once the consumers fall
       // behind by half a window, records go on past it and the whole ring is used.
-      if (pad === 0 && off < WINDOW && off + need >= WINDOW && this.#cap >= 4 * WINDOW) {
-        this.#tailSeen = Atomics.load(w, TAIL); // once per lap of the window
-        used = (head - this.#tailSeen) | 0;
-        if (used + need <= WINDOW / 2) pad = toEnd;
+      const lap = pad === 0 && off < WINDOW && off + need >= WINDOW && windowed;
+      if (lap || warm) {
+        tailSeen = Atomics.load(w, TAIL); // once per lap of the window
+        used = (head - tailSeen) | 0;
+        if (used + need <= WINDOW / 2 && lap) pad = toEnd;
       }
+      this.#tailSeen = tailSeen;
       const dv = this.#dv;
-      if (pad > 0) {
-        dv.setUint32(off, 0, true);
-        dv.setUint32(off + 4, K_PAD, true);
-        off = 0;
-      }
-      dv.setUint32(off, enc.length, true);
-      dv.setUint32(off + 4, enc.side ? K_SIDE : K_ITEM, true);
+      // A pad record's header, written on every put: without a pad the item's header overwrites
+      // it at once (nothing past HEAD is visible to anyone yet).
+      dv.setUint32(off, 0, true);
+      dv.setUint32(off + 4, K_PAD, true);
+      if (pad > 0) off = 0;
+      dv.setUint32(off, length, true);
+      dv.setUint32(off + 4, side !== null ? K_SIDE : K_ITEM, true);
       let p = off + 8;
-      for (const c of enc.chunks) {
+      for (const c of chunks) {
         // V8 copies into shared memory byte-wise when unaligned: memcpy for anything sizable.
         const n = c.length;
         if (n >= 256) native.copyBytes(this.#buf, p, c, 0, n);
@@ -545,10 +569,12 @@ export class Queue<T = unknown> {
       }
       const dv = this.#dv;
       let off = tail & this.#mask;
-      if (dv.getUint32(off + 4, true) === K_PAD) {
-        tail = (tail + (this.#cap - off)) | 0;
-        off = 0;
-      }
+      // A pad record is skipped by arithmetic that runs for every item: a branch of its own,
+      // first met in optimized code at the first lap, deoptimized this method (see #tryPut).
+      const rest = this.#cap - off;
+      const isPad = dv.getUint32(off + 4, true) === K_PAD;
+      tail = (tail + (isPad ? rest : 0)) | 0;
+      if (isPad) off = 0;
       const len = dv.getUint32(off, true);
       const kind = dv.getUint32(off + 4, true);
       try {
