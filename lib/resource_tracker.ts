@@ -21,8 +21,9 @@ import { native, nativePath } from './native';
 
 export type ResourceType = 'shared_memory' | 'semaphore';
 
-// The Node tracker's whole program (where native/posix/tracker.cc is not built). It gets the addon path as argv[1] (to call shm_unlink/sem_unlink)
-// and falls back to removing the /dev/shm entries (Linux's implementation of both).
+// The Node tracker's whole program (where native/posix/tracker.cc is not built). It gets the
+// addon path as argv[1] (to call shm_unlink/sem_unlink) and falls back to removing the /dev/shm
+// entries (Linux's implementation of both).
 const TRACKER_SOURCE = `
 'use strict';
 process.title = 'multiproc-resource-tracker';
