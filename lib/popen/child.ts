@@ -177,10 +177,13 @@ function asyncWrap(): AsyncWrapBinding {
 
 /**
  * process.nextTick callbacks the parent queued before forking would run in the child right after
- * the unwinding (Node drains them when the interrupted callback's scope closes). Every tick has
- * an async id, and ids only grow: those at or below the counter at fork are the parent's. Until
- * the bootstrap starts, a `before` hook turns those into no-ops (processTicksAndRejections reads
- * `tock.callback` after the hook). Enabled only in that window, so it costs nothing afterwards.
+ * the unwinding (Node drains them when the interrupted callback's scope closes). The child drops
+ * them from Node's tick queue (findTickQueue) before that. Where the queue cannot be found, the
+ * tick muter does it: every tick has an async id, and ids only grow, so those at or below the
+ * counter at fork are the parent's; until the bootstrap starts, a `before` hook turns those into
+ * no-ops (processTicksAndRejections reads `tock.callback` after the hook). The muter costs each
+ * child ~150 µs (Node's promise-hook update while it is on, and the copy-on-write faults of what
+ * it writes): ~8% of a trivial child's start+join.
  */
 let lastParentTickId = 0;
 let tickMuter: AsyncHook | undefined;
@@ -196,6 +199,75 @@ function muteParentTicks(lastParentId: number): AsyncHook {
   });
   return tickMuter.enable();
 }
+
+interface TickQueue {
+  isEmpty(): boolean;
+  shift(): unknown;
+}
+
+/**
+ * Node's queue of process.nextTick callbacks: a FixedQueue held by the closure of Node's own
+ * process.nextTick (node:internal/process/task_queues), reached once, in the parent, through an
+ * in-process inspector session (~2 ms). null if process.nextTick is not Node's own (replaced by
+ * some tool), there is no inspector, or the closure has changed shape in this Node version.
+ */
+let tickQueue: TickQueue | null | undefined;
+function findTickQueue(): TickQueue | null {
+  const nextTick = process.nextTick as unknown;
+  if (typeof nextTick !== 'function' || !String(nextTick).includes('queue.push(tickObject)')) return null;
+  let session: import('node:inspector').Session | undefined;
+  const holder = { nextTick, queue: undefined as unknown };
+  const key = `__multiprocTickQueue${process.pid}`;
+  (globalThis as Record<string, unknown>)[key] = holder;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { Session } = require('node:inspector') as typeof import('node:inspector');
+    session = new Session();
+    session.connect();
+    const s = session;
+    // An in-process session answers synchronously.
+    const post = <T>(method: string, params: object): T => {
+      let out: { err: Error | null; res?: T } | undefined;
+      s.post(method, params, (err, res) => (out = { err, res: res as T }));
+      if (out === undefined || out.err !== null) throw out?.err ?? new Error(`${method}: no answer`);
+      return out.res as T;
+    };
+    type Prop = { name: string; value?: { objectId?: string } };
+    type Props = { result: Prop[]; internalProperties?: Prop[] };
+    const fn = post<{ result: { objectId?: string } }>('Runtime.evaluate', { expression: `globalThis.${key}.nextTick` });
+    const scopes = post<Props>('Runtime.getProperties', { objectId: fn.result.objectId, ownProperties: false });
+    const scopeList = scopes.internalProperties?.find((p) => p.name === '[[Scopes]]')?.value?.objectId;
+    if (scopeList === undefined) return null;
+    for (const scope of post<Props>('Runtime.getProperties', { objectId: scopeList, ownProperties: true }).result) {
+      const vars = post<Props>('Runtime.getProperties', { objectId: scope.value?.objectId, ownProperties: true });
+      const q = vars.result.find((v) => v.name === 'queue')?.value?.objectId;
+      if (q === undefined) continue;
+      post('Runtime.callFunctionOn', { objectId: q, functionDeclaration: `function () { globalThis.${key}.queue = this; }` });
+      break;
+    }
+    const q = holder.queue as Partial<TickQueue> | undefined;
+    const ok = q?.constructor?.name === 'FixedQueue' && typeof q.isEmpty === 'function' && typeof q.shift === 'function';
+    return ok ? (q as TickQueue) : null;
+  } catch {
+    return null; // no inspector in this build, or the shape differs: the tick muter does it
+  } finally {
+    session?.disconnect();
+    delete (globalThis as Record<string, unknown>)[key];
+  }
+}
+
+/** Tests: was Node's tick queue found (no async hook needed at fork)? undefined before the first fork. */
+export function _tickQueueFound(): boolean | undefined {
+  return tickQueue === undefined ? undefined : tickQueue !== null;
+}
+
+/** Tests: forks from now on use the tick muter (false) or the queue found (true). */
+export function _useTickQueueForTests(use: boolean): void {
+  prepareChildSupport();
+  foundQueue ??= tickQueue ?? null;
+  tickQueue = use ? foundQueue : null;
+}
+let foundQueue: TickQueue | null | undefined;
 
 /**
  * The IPC channel of a parent started by child_process.fork (e.g. a vitest worker) must never be
@@ -266,6 +338,7 @@ export function prepareChildSupport(): void {
   childSupportReady = true;
   asyncWrap();
   refreshPid();
+  tickQueue = findTickQueue();
   // V8 compiles a function at its first call. The Node functions every child calls while it
   // detaches (listener removal, the capture-callback check, process.exitCode, the async-hook
   // trampoline that runs the tick muter's `before`) are called here once, harmlessly, so that
@@ -283,14 +356,18 @@ export function prepareChildSupport(): void {
   // eslint-disable-next-line no-self-assign
   process.exitCode = process.exitCode;
   void (process as { _exiting?: boolean })._exiting;
-  // The tick muter's `before` (lastParentTickId 0 makes it a no-op here), run once through
-  // Node's hook dispatch by a synchronous async scope, then off again.
-  executionAsyncResource();
-  const ticks = muteParentTicks(0);
-  try {
-    new AsyncResource('multiproc.warmup').runInAsyncScope(noop);
-  } finally {
-    ticks.disable();
+  // Only where the tick queue is out of reach: the tick muter's `before` (lastParentTickId 0
+  // makes it a no-op here), run once through Node's hook dispatch by a synchronous async scope,
+  // then off again. (Enabling an async hook also switches V8's promises off their fast paths for
+  // good, in this process and its children: not done when it is not needed.)
+  if (tickQueue === null) {
+    executionAsyncResource();
+    const ticks = muteParentTicks(0);
+    try {
+      new AsyncResource('multiproc.warmup').runInAsyncScope(noop);
+    } finally {
+      ticks.disable();
+    }
   }
   for (const warm of warmups) warm();
 }
@@ -305,9 +382,16 @@ export const detachChild = (function detachChild(keepFds: number[], run: () => P
   childTimers = new Set();
   let settled = false;
   const aw = asyncWrap();
-  const ticks = muteParentTicks(aw.async_id_fields[aw.constants.kAsyncIdCounter]);
+  let ticks: AsyncHook | null = null;
+  if (tickQueue) {
+    while (tickQueue.shift() !== null) {
+      // the parent's: dropped
+    }
+  } else {
+    ticks = muteParentTicks(aw.async_id_fields[aw.constants.kAsyncIdCounter]);
+  }
   const bootstrap = (function bootstrap(): void {
-    ticks.disable();
+    ticks?.disable();
     cutIpcChannel();
     process.exit = exitChild as typeof process.exit;
     process.exitCode = undefined;
