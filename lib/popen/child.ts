@@ -181,9 +181,9 @@ function asyncWrap(): AsyncWrapBinding {
  * them from Node's tick queue (findTickQueue) before that. Where the queue cannot be found, the
  * tick muter does it: every tick has an async id, and ids only grow, so those at or below the
  * counter at fork are the parent's; until the bootstrap starts, a `before` hook turns those into
- * no-ops (processTicksAndRejections reads `tock.callback` after the hook). The muter costs each
- * child ~150 µs (Node's promise-hook update while it is on, and the copy-on-write faults of what
- * it writes): ~8% of a trivial child's start+join.
+ * no-ops (processTicksAndRejections reads `tock.callback` after the hook). The muter costs
+ * more: 40-100 µs of a trivial child's start+join (interleaved pairs), and an async hook once
+ * enabled leaves V8's promises off their fast paths for good (an await loop 36 -> 48 ms).
  */
 let lastParentTickId = 0;
 let tickMuter: AsyncHook | undefined;
@@ -261,13 +261,13 @@ export function _tickQueueFound(): boolean | undefined {
   return tickQueue === undefined ? undefined : tickQueue !== null;
 }
 
+let foundQueue: TickQueue | null | undefined;
 /** Tests: forks from now on use the tick muter (false) or the queue found (true). */
 export function _useTickQueueForTests(use: boolean): void {
   prepareChildSupport();
   foundQueue ??= tickQueue ?? null;
   tickQueue = use ? foundQueue : null;
 }
-let foundQueue: TickQueue | null | undefined;
 
 /**
  * The IPC channel of a parent started by child_process.fork (e.g. a vitest worker) must never be
