@@ -16,7 +16,6 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,13 +48,46 @@ void WriteAll(int fd, const char* p, size_t n) {
 
 bool Contains(uintptr_t lo, uintptr_t hi, uintptr_t a) { return a >= lo && a < hi; }
 
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 unsigned long ParseHex(const char*& p) {
   unsigned long v = 0;
-  for (;; p++) {
-    const char c = *p;
-    if (c >= '0' && c <= '9') v = v * 16 + static_cast<unsigned long>(c - '0');
-    else if (c >= 'a' && c <= 'f') v = v * 16 + static_cast<unsigned long>(c - 'a' + 10);
-    else return v;
+  for (int d; (d = HexDigit(*p)) >= 0; p++) v = v * 16 + static_cast<unsigned long>(d);
+  return v;
+}
+
+// Calls onLine(line, length) for each line read from fd (its '\n' replaced by a NUL) until EOF
+// or an error. A line longer than the buffer is skipped: none of those read here is.
+template <class F>
+void ForEachLine(int fd, F onLine) {
+  char buf[8192];
+  size_t have = 0;
+  bool skipping = false;
+  for (;;) {
+    const ssize_t n = read(fd, buf + have, sizeof buf - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    have += static_cast<size_t>(n);
+    size_t start = 0;
+    for (size_t i = 0; i < have; i++) {
+      if (buf[i] != '\n') continue;
+      buf[i] = '\0';
+      if (!skipping) onLine(buf + start, i - start);
+      skipping = false;
+      start = i + 1;
+    }
+    if (start == 0 && have == sizeof buf) {
+      skipping = true;
+      have = 0;
+    } else {
+      memmove(buf, buf + start, have - start);
+      have -= start;
+    }
   }
 }
 
@@ -107,23 +139,7 @@ void ReleaseInheritedMemory() {
   c.keep[2] = reinterpret_cast<uintptr_t>(&errno);
   const int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
-  char buf[16384];
-  size_t have = 0;
-  for (;;) {
-    const ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    have += static_cast<size_t>(n);
-    buf[have] = '\0';
-    char* start = buf;
-    for (char* nl; (nl = strchr(start, '\n')) != nullptr; start = nl + 1) {
-      *nl = '\0';
-      ReleaseMapping(start, &c);
-    }
-    have = static_cast<size_t>(buf + have - start);
-    memmove(buf, start, have);
-    if (have == sizeof buf - 1) have = 0;  // a line longer than the buffer: not one of ours
-  }
+  ForEachLine(fd, [&](const char* line, size_t) { ReleaseMapping(line, &c); });
   close(fd);
 }
 
@@ -198,13 +214,6 @@ void HandleLine(Names* names, char* line, size_t len) {
   else if (line[0] == 'U') names->Remove(line + 2);
 }
 
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // encodeURIComponent's inverse, into out (at least as long as in).
 void Decode(const char* in, char* out) {
   for (; *in; in++) {
@@ -230,11 +239,11 @@ void Decode(const char* in, char* out) {
       n += l < room ? l : room;
     };
     char count[24];
-    size_t k = sizeof count;
-    count[--k] = '\0';
-    for (size_t c = names->count; c > 0 || k == sizeof count - 1; c /= 10) count[--k] = static_cast<char>('0' + c % 10);
+    char* digits = count + sizeof count - 1;
+    *digits = '\0';
+    for (size_t c = names->count; c > 0; c /= 10) *--digits = static_cast<char>('0' + c % 10);  // count > 0
     put("multiproc resource_tracker: cleaning up ");
-    put(count + k);
+    put(digits);
     put(" leaked object(s): ");
     for (size_t i = 0; i < names->count; i++) {
       char name[Names::kSlot];
@@ -276,13 +285,7 @@ void Decode(const char* in, char* out) {
   const int high = fcntl(lifeline, F_DUPFD_CLOEXEC, 3);  // off 0-2, whatever it was
   const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (high < 0 || dup2(high, 0) < 0) _exit(70);
-  if (devnull >= 0) dup2(devnull, 1);
-  // A program that had closed its stdio got the lifeline pipe as fds 0-2: if stderr is now the
-  // lifeline's write end, holding it would keep the tracker from ever seeing EOF.
-  struct stat in, err;
-  if (devnull >= 0 && fstat(0, &in) == 0 && fstat(2, &err) == 0 && S_ISFIFO(err.st_mode) && err.st_ino == in.st_ino &&
-      err.st_dev == in.st_dev)
-    dup2(devnull, 2);
+  if (devnull >= 0) dup2(devnull, 1);  // (stderr is never the lifeline: lifelinePipe() keeps it off 0-2)
 #ifdef SYS_close_range
   if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
 #endif
@@ -299,30 +302,8 @@ void Decode(const char* in, char* out) {
   sigprocmask(SIG_SETMASK, &none, nullptr);
 
   Names names;
-  char buf[8192];
-  size_t have = 0;
-  bool skipping = false;  // inside a line longer than the buffer: not one of ours, dropped
-  for (;;) {
-    const ssize_t n = read(0, buf + have, sizeof buf - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // EOF: every writer is gone (an error: nothing more will come either)
-    have += static_cast<size_t>(n);
-    size_t start = 0;
-    for (size_t i = 0; i < have; i++) {
-      if (buf[i] != '\n') continue;
-      buf[i] = '\0';
-      if (!skipping) HandleLine(&names, buf + start, i - start);
-      skipping = false;
-      start = i + 1;
-    }
-    if (start == 0 && have == sizeof buf) {
-      skipping = true;
-      have = 0;
-    } else {
-      memmove(buf, buf + start, have - start);
-      have -= start;
-    }
-  }
+  // Until EOF: every writer is gone (after an error nothing more will come either).
+  ForEachLine(0, [&](char* line, size_t len) { HandleLine(&names, line, len); });
   CleanUp(&names);
 }
 
