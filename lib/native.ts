@@ -44,6 +44,8 @@ export interface NativeFork {
   fork(deathSignal: boolean): number;
   /** Process children only: quiet the inherited loop, schedule `bootstrap`, unwind the JS stack. */
   childDetach(keepFds: number[], bootstrap: () => void, onIdle: (phase: number) => boolean): void;
+  /** Reserves the free part of V8's heap-hint range (Linux x64): bytes reserved, 0 if not done. */
+  reserveHintRange(): number;
   /** uv_loop_alive(): whether Node would keep running after 'beforeExit'. */
   loopAlive(): boolean;
   getpid(): number;

@@ -44,6 +44,7 @@
 #ifdef __linux__
 #include <dirent.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #endif
 
@@ -256,6 +257,82 @@ int CountLoopThreads(LoopCensus* cache) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- heap placement
+//
+// V8 asks mmap() for each heap page (256 KiB; a large object gets its own) at a random address
+// hint in [0, 64 TiB) on x64, and the kernel honours a free hint. So the JS heap of a Node process
+// is hundreds of mappings strewn over the whole range, each needing page tables of its own (a PTE
+// page, a PMD page, often a PUD page), and fork() allocates and copies all of them, the child's
+// exit frees them again. Measured on this VM: 40 scattered 256 KiB pages cost ~130 µs more per
+// fork+exit than the same pages side by side, and a Node process with a 50 MB heap had 2.3 MB of
+// page tables (0.8 MB with this reservation; its start+join went from 6.05 to 5.43 ms, medians of
+// 5 interleaved pairs).
+//
+// ReserveHintRange() maps the free part of that range PROT_NONE (no memory, no page tables, no
+// commit charge: not writable). A hint that falls on it is refused, and the kernel places the page
+// itself, top-down next to the previous ones, as for mmap(NULL). V8 does not need its hint honoured
+// (it trims an aligned block out of whatever it gets); what is given up is the randomness of each
+// page's address within the process (the kernel still randomises where the top-down area starts),
+// which is why JS keeps an opt-out.
+//
+// Only whole free 512 GiB slots (one top-level page-table entry each) are reserved, above the first:
+//  - a reservation that shares a slot with a mapping is unmapped, at every exit, by a walk through
+//    that slot's lower-level tables. Next to 40 scattered pages (in C), reserving the gaps exactly
+//    made each fork+exit ~290 µs slower, in whole 1 GiB units ~55 µs, in whole slots ~10 µs. The
+//    slots V8's earlier pages use keep taking hints: 52-53 of the 63.5 TiB are reserved when the
+//    library loads in a fresh process, and 14-24% of the heap grown afterwards still scatters.
+//  - the first slot stays free: brk of a non-PIE binary, MAP_32BIT users, V8's code range near the
+//    binary.
+// Races: another thread may map into a slot between our read of /proc/self/maps and our mmap();
+// MAP_FIXED_NOREPLACE then fails (EEXIST) and that run is skipped. MAP_FIXED would have unmapped
+// that thread's memory. A kernel older than 4.17 takes the flag as a mere hint: a reservation
+// placed elsewhere is unmapped again.
+// Not done where a finite RLIMIT_AS would count the reservation, nor outside Linux x64 (arm64 V8
+// hints span [0, 256 GiB), less than one slot).
+static double ReserveHintRange() {
+#if defined(__linux__) && defined(__x86_64__) && defined(MAP_FIXED_NOREPLACE)
+  struct rlimit as;
+  if (getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur != RLIM_INFINITY) return 0;
+  constexpr int kSlotShift = 39;  // 512 GiB: what one top-level page-table entry maps
+  constexpr int kSlots = 128;     // V8's hints on x64: [0, 64 TiB)
+  bool used[kSlots + 1] = {};
+  used[0] = true;
+  std::string maps = ReadSmallFile("/proc/self/maps");
+  if (maps.empty()) return 0;
+  for (size_t pos = 0; pos < maps.size();) {
+    size_t eol = maps.find('\n', pos);
+    if (eol == std::string::npos) eol = maps.size();
+    unsigned long a = 0, b = 0;
+    if (sscanf(maps.c_str() + pos, "%lx-%lx", &a, &b) == 2 && b > a) {
+      for (unsigned long s = a >> kSlotShift; s <= (b - 1) >> kSlotShift && s < kSlots; s++) used[s] = true;
+    }
+    pos = eol + 1;
+  }
+  used[kSlots] = true;  // sentinel
+  double reserved = 0;
+  for (int s = 1; s < kSlots;) {
+    if (used[s]) {
+      s++;
+      continue;
+    }
+    int e = s;
+    while (!used[e]) e++;
+    void* want = reinterpret_cast<void*>(uintptr_t{static_cast<unsigned>(s)} << kSlotShift);
+    const size_t len = size_t{static_cast<unsigned>(e - s)} << kSlotShift;
+    void* got = mmap(want, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (got != MAP_FAILED && got != want) munmap(got, len);  // pre-4.17 kernel: placed elsewhere
+    if (got == want) {
+      madvise(want, len, MADV_DONTDUMP);  // nothing to dump; keeps gcore from listing 50 TiB
+      reserved += static_cast<double>(len);
+    }
+    s = e;
+  }
+  return reserved;
+#else
+  return 0;
+#endif
+}
 
 // ---------------------------------------------------------------- per-environment state
 
@@ -618,6 +695,11 @@ static Napi::Value LoopAlive(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), loop != nullptr && uv_loop_alive(loop) != 0);
 }
 
+// reserveHintRange() -> bytes of address space reserved (0: not done here); see ReserveHintRange.
+static Napi::Value ReserveHintRangeJs(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ReserveHintRange());
+}
+
 static Napi::Value GetPid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getpid()); }
 static Napi::Value GetPpid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getppid()); }
 
@@ -639,6 +721,7 @@ void InitFork(Napi::Env env, Napi::Object exports) {
   exports.Set("fork", Napi::Function::New(env, Fork, "fork"));
   exports.Set("childDetach", Napi::Function::New(env, ChildDetach, "childDetach"));
   exports.Set("loopAlive", Napi::Function::New(env, LoopAlive, "loopAlive"));
+  exports.Set("reserveHintRange", Napi::Function::New(env, ReserveHintRangeJs, "reserveHintRange"));
   exports.Set("getpid", Napi::Function::New(env, GetPid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, GetPpid, "getppid"));
   exports.Set("setsid", Napi::Function::New(env, SetSid, "setsid"));
