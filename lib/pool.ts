@@ -36,6 +36,7 @@ import * as errorClasses from './errors';
 import { assertForkSafe } from './forksafe';
 import { commonJsRef, requireRef, internalRef, isFunctionRef, resolveFunctionRef, toFunctionRef, type FunctionRef } from './function_ref';
 import { native } from './native';
+import { compileForChildren } from './popen/child';
 import { cpuCount, Process, type ProcessOptions } from './process';
 import { ArrayRange, newArray } from './codec';
 import { decodeMessage, decodePairs, encodeMessage, PLACED } from './reduction';
@@ -528,6 +529,7 @@ export class PoolCore {
   registerFn(fn: AnyFn | FunctionRef | string): number {
     if (this.#method === 'fork') {
       if (typeof fn !== 'function') throw invalidArgType('func', 'a function under the fork start method', fn);
+      compileForChildren(fn); // before the workers that will run it are forked
       const id = acquireFn(fn);
       // An exported function also gets a reference: workers forked before it was registered
       // resolve it by module instead of being re-forked (closures still need the fork).

@@ -158,6 +158,7 @@ export class Process {
     return {
       daemon: this.#daemon,
       args: this.#args,
+      entry: this.#target ?? (this.run !== Process.prototype.run ? this.run : null),
       bootstrapChild: (function bootstrapChild(parentSentinel: number, parentPid: number): Promise<void> {
         return bootstrapForked(self, parentSentinel, parentPid);
       }),

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -28,6 +28,7 @@ import { native } from '../lib/native';
 import { _tickQueueFound, _useTickQueueForTests } from '../lib/popen/child';
 import * as posix from '../lib/posix';
 import { cleanupChildren, isDead, pipe, runFixture, track, waitUntil } from './fixtures/children';
+import { ensureDist } from './helpers/dist';
 
 afterEach(cleanupChildren);
 
@@ -548,6 +549,63 @@ describe('Process (fork start method)', () => {
     q.start();
     await q.join(10_000);
     expect(q.exitCode).toBe(0);
+  });
+});
+
+describe('targets compiled in the parent', () => {
+  it('targets of every kind run: builtins, bound functions, proxies, classes, async and generator functions', async () => {
+    // Only plain JS functions are compiled before the fork (V8 would crash on the others).
+    const targets: Array<[string, unknown, number]> = [
+      ['builtin', Math.max, 0],
+      ['bound', function (this: unknown, a: number): number {
+        return a;
+      }.bind(null, 1), 0],
+      ['proxy', new Proxy(() => {}, {}), 0],
+      ['class', class A {}, 1], // TypeError: a class needs `new`, as calling it in the parent would
+      ['async', async (): Promise<void> => {}, 0],
+      ['generator', function* (): Generator<number> {
+        yield 1;
+      }, 0],
+    ];
+    for (const [kind, target, code] of targets) {
+      const p = track(new Process({ target: target as () => void }));
+      p.start();
+      await p.join(10_000);
+      expect([kind, p.exitCode]).toEqual([kind, code]);
+    }
+    // V8's natives syntax, allowed for a moment to reach the compiler, is off again.
+    expect(() => new Function('x', '%GetOptimizationStatus(x)')).toThrow(SyntaxError);
+  });
+
+  it('start() and a pool compile the function the children will run, which the parent never called', () => {
+    const dist = ensureDist();
+    const src = `
+      const mp = require(${JSON.stringify(dist + '/index.js')});
+      const lazy = (f) => (%GetOptimizationStatus(f) & (1 << 18)) !== 0; // V8's "not compiled yet"
+      const target = () => 1 + 1;
+      const before = lazy(target);
+      const p = new mp.Process({ target });
+      p.start();
+      const afterStart = lazy(target);
+      p.joinSync(10000);
+      const double = (x) => x * 2;
+      const pool = new mp.Pool(1);
+      pool.apply(double, [21]).then((r) => {
+        const afterPool = lazy(double);
+        pool.terminate();
+        let nativesOn = true;
+        try { new Function('x', '%GetOptimizationStatus(x)'); } catch { nativesOn = false; }
+        console.log(JSON.stringify({ before, afterStart, code: p.exitCode, r, afterPool, nativesOn }));
+      });
+    `;
+    const r = spawnSync(process.execPath, ['--single-threaded', '--allow-natives-syntax', '-e', src], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      killSignal: 'SIGKILL',
+    });
+    expect(r.stderr).toBe('');
+    // Natives syntax was on from the start here, and stays on.
+    expect(JSON.parse(r.stdout)).toEqual({ before: true, afterStart: false, code: 0, r: 42, afterPool: false, nativesOn: true });
   });
 });
 

@@ -21,7 +21,7 @@ import type * as net from 'node:net';
 
 import { assertForkSafe } from '../forksafe';
 import { native } from '../native';
-import { afterForkInChild, detachChild, prepareChildSupport } from './child';
+import { afterForkInChild, compileForChildren, detachChild, prepareChildSupport } from './child';
 import { PidPopen, havePidfd, openParentSentinel } from './pid';
 import type { Popen, ProcessObject } from './types';
 
@@ -72,6 +72,7 @@ export class ForkPopen extends PidPopen {
     const keepFds = handles.map(handleFd).filter((fd) => fd >= 0);
     const parentPid = native.getpid();
     prepareChildSupport();
+    compileForChildren(proc.entry);
     // Without pidfds: a pipe whose write end only the child holds; EOF means it ended.
     const pipe = havePidfd() ? null : native.pipe();
     const pid = native.fork(proc.daemon);

@@ -62,6 +62,7 @@ function serve(conn: number): void {
     popen = new ForkPopen({
       daemon: header.daemon,
       args: [],
+      entry: null, // the target is imported in the child, by reference
       bootstrapChild: (serverSentinel: number) => {
         // In the child: nothing of the server's is ours, and our parent is the requester.
         if (serverSentinel >= 0) native.close(serverSentinel);

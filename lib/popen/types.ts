@@ -26,6 +26,8 @@ export interface ProcessObject {
   readonly daemon: boolean;
   /** The target's arguments: sockets and servers among them stay usable in a forked child. */
   readonly args: readonly unknown[];
+  /** The function the child runs first (the target, or a run() override): compiled before a fork. */
+  readonly entry: unknown;
   /** Runs in the child (fork: from the copied heap) with the child's exit status as outcome. */
   bootstrapChild(parentSentinel: number, parentPid: number): Promise<void>;
   /** For a fresh process (spawn, forkserver); throws NotReferenceableError if the target cannot travel. */
