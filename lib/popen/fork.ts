@@ -29,7 +29,8 @@ export { havePidfd };
 
 // V8 places each heap page at a random address; fork() then copies page tables for every one of
 // them. From here on the kernel places them side by side instead (native/posix/fork.cc,
-// ReserveHintRange): ~10% off a fork of a 50 MB heap. MULTIPROC_HEAP_ASLR=1 keeps V8's placement.
+// ReserveHintRange): 7-10% off a start+join with a 50 MB heap. MULTIPROC_HEAP_ASLR=1 keeps V8's
+// placement.
 if (process.platform === 'linux' && process.env.MULTIPROC_HEAP_ASLR !== '1') native.reserveHintRange();
 
 /** Sockets and servers among the target's arguments (also inside arrays): they stay usable in the child. */
