@@ -392,7 +392,6 @@ export function prepareChildSupport(): void {
  * a bound function, a proxy or a builtin would crash V8 (they all print as "[native code]").
  */
 let ensureCompiled: ((fn: unknown) => void) | null | undefined;
-const NATIVE_SOURCE = /\{\s*\[native code\]\s*\}\s*$/;
 
 function makeEnsureCompiled(): ((fn: unknown) => void) | null {
   const major = Number(process.versions.node.split('.')[0]);
@@ -421,7 +420,8 @@ export function compileForChildren(fn: unknown): void {
   if (typeof fn !== 'function') return;
   ensureCompiled ??= makeEnsureCompiled();
   if (ensureCompiled === null || types.isProxy(fn)) return;
-  if (NATIVE_SOURCE.test(Function.prototype.toString.call(fn))) return;
+  // V8 prints every function without JS source as "function name() { [native code] }".
+  if (Function.prototype.toString.call(fn).endsWith('{ [native code] }')) return;
   ensureCompiled(fn);
 }
 

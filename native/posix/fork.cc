@@ -81,6 +81,19 @@ namespace {
   return s;
 }
 
+// Calls f(lo, hi, line, eol) for each mapping of a /proc/self/maps text: its address range and
+// where its line starts and ends in `maps`.
+template <class F>
+[[maybe_unused]] void ForEachMapping(const std::string& maps, F f) {
+  for (size_t pos = 0; pos < maps.size();) {
+    size_t eol = maps.find('\n', pos);
+    if (eol == std::string::npos) eol = maps.size();
+    unsigned long a = 0, b = 0;
+    if (sscanf(maps.c_str() + pos, "%lx-%lx", &a, &b) == 2 && b > a) f(uintptr_t{a}, uintptr_t{b}, pos, eol);
+    pos = eol + 1;
+  }
+}
+
 // ---------------------------------------------------------------- the platform task queue (fact 2)
 //
 // Node 20's WorkerThreadsTaskRunner owns a TaskQueue laid out as
@@ -237,22 +250,14 @@ int CountLoopThreads(LoopCensus* cache) {
 [[maybe_unused]] uintptr_t SpecialMappingsStart() {
   std::string maps = ReadSmallFile("/proc/self/maps");
   uintptr_t limit = UINTPTR_MAX;
-  size_t pos = 0;
-  while (pos < maps.size()) {
-    size_t eol = maps.find('\n', pos);
-    if (eol == std::string::npos) eol = maps.size();
-    unsigned long a = 0, b = 0;
-    if (sscanf(maps.c_str() + pos, "%lx-%lx", &a, &b) == 2) {
-      size_t br = maps.find('[', pos);
-      if (br != std::string::npos && br < eol) {
-        const char* name = maps.c_str() + br;
-        if (!strncmp(name, "[vvar", 5) || !strncmp(name, "[vdso", 5) || !strncmp(name, "[vsyscall", 9) ||
-            !strncmp(name, "[uprobes", 8))
-          if (a < limit) limit = a;
-      }
-    }
-    pos = eol + 1;
-  }
+  ForEachMapping(maps, [&](uintptr_t a, uintptr_t, size_t line, size_t eol) {
+    size_t br = maps.find('[', line);
+    if (br == std::string::npos || br >= eol) return;
+    const char* name = maps.c_str() + br;
+    if (!strncmp(name, "[vvar", 5) || !strncmp(name, "[vdso", 5) || !strncmp(name, "[vsyscall", 9) ||
+        !strncmp(name, "[uprobes", 8))
+      if (a < limit) limit = a;
+  });
   return limit == UINTPTR_MAX ? 0 : limit;
 }
 
@@ -300,15 +305,9 @@ static double ReserveHintRange() {
   used[0] = true;
   std::string maps = ReadSmallFile("/proc/self/maps");
   if (maps.empty()) return 0;
-  for (size_t pos = 0; pos < maps.size();) {
-    size_t eol = maps.find('\n', pos);
-    if (eol == std::string::npos) eol = maps.size();
-    unsigned long a = 0, b = 0;
-    if (sscanf(maps.c_str() + pos, "%lx-%lx", &a, &b) == 2 && b > a) {
-      for (unsigned long s = a >> kSlotShift; s <= (b - 1) >> kSlotShift && s < kSlots; s++) used[s] = true;
-    }
-    pos = eol + 1;
-  }
+  ForEachMapping(maps, [&](uintptr_t a, uintptr_t b, size_t, size_t) {
+    for (uintptr_t s = a >> kSlotShift; s <= (b - 1) >> kSlotShift && s < kSlots; s++) used[s] = true;
+  });
   used[kSlots] = true;  // sentinel
   double reserved = 0;
   for (int s = 1; s < kSlots;) {
